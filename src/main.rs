@@ -1,3 +1,11 @@
-fn main() {
-    println!("Hello, world!");
+use cognito_post_confirmation::{App, Config, handler};
+use lambda_runtime::{Error, run, service_fn, tracing};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let app = App::init(config, &sdk).await?;
+    run(service_fn(|event| handler::handle(&app, event))).await
 }

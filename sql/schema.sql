@@ -1,0 +1,34 @@
+-- public.users: one row per confirmed Cognito user.
+--
+-- Idempotent: safe to run again on a database that already has the table, including one created
+-- by the original seed schema without the unique key. The tests and the local stack apply exactly
+-- this file.
+
+CREATE TABLE IF NOT EXISTS public.users (
+  uuid            uuid        NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
+  display_name    text        NOT NULL,
+  handle          text        NOT NULL,
+  email           text        NOT NULL,
+  cognito_user_id text        NOT NULL,
+  created_at      timestamp   NOT NULL DEFAULT current_timestamp
+);
+
+-- The key that makes the trigger idempotent: Cognito's retries and repeated events meet
+-- `ON CONFLICT (cognito_user_id) DO NOTHING` and write nothing. Added separately so that a table
+-- from the seed schema gets it too (this fails loudly if that table already holds duplicates).
+DO $$
+BEGIN
+  IF NOT EXISTS (
+    SELECT 1 FROM pg_constraint
+    WHERE conrelid = 'public.users'::regclass AND conname = 'users_cognito_user_id_key'
+  ) THEN
+    ALTER TABLE public.users
+      ADD CONSTRAINT users_cognito_user_id_key UNIQUE (cognito_user_id);
+  END IF;
+END
+$$;
+
+-- `handle` is deliberately NOT unique: Cognito does not guarantee unique preferred_username
+-- values unless the pool makes it an alias, and refusing a confirmed user because someone else
+-- chose the same handle would lose that user. Look-ups by handle still want an index.
+CREATE INDEX IF NOT EXISTS users_handle_idx ON public.users (handle);

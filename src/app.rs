@@ -1,0 +1,267 @@
+//! The state one execution environment keeps between invocations: the Secrets Manager client,
+//! the TLS configuration, the credentials and the open connection. Built once at cold start.
+
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use tokio::sync::Mutex;
+use tokio::time::timeout_at;
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::credentials::{self, Credentials, CredentialsError};
+use crate::db::{self, Outcome};
+use crate::tls::{self, TlsError};
+use crate::user::NewUser;
+
+/// Everything a warm invocation reuses.
+pub struct App {
+    config: Config,
+    secrets: aws_sdk_secretsmanager::Client,
+    tls: MakeRustlsConnect,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    credentials: Option<Credentials>,
+    client: Option<Client>,
+}
+
+/// Why a cold start cannot produce a working function (configuration, not the network).
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("loading the TLS trust store failed: {0}")]
+    TrustStoreTask(String),
+}
+
+/// Why a user could not be recorded. None of these messages holds personal data or secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error("could not connect to the database at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("the INSERT failed: {message}")]
+    Insert { message: String },
+    #[error("timed out after {elapsed_ms} ms while {stage} (deadline or cap reached)")]
+    Timeout {
+        stage: &'static str,
+        elapsed_ms: u128,
+    },
+}
+
+impl App {
+    /// Time kept back from Lambda's deadline to report an error (`DEADLINE_MARGIN_MS`).
+    pub fn deadline_margin(&self) -> Duration {
+        self.config.deadline_margin
+    }
+
+    /// Builds the clients and, overlapping the trust store's load with the secret's fetch, warms
+    /// up the connection. Only configuration errors fail; a database or Secrets Manager that is
+    /// unreachable now is logged, and the first invocation tries again.
+    pub async fn init(config: Config, sdk: &SdkConfig) -> Result<Self, InitError> {
+        let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+        let ca_file = config.ca_file.clone();
+        let trust_store =
+            tokio::task::spawn_blocking(move || tls::client_config(ca_file.as_deref()));
+        let started = Instant::now();
+        let deadline = started + config.connect_timeout;
+        let fetch = timeout_at(deadline.into(), credentials::fetch(&secrets, &config));
+        let (trust_store, fetched) = tokio::join!(trust_store, fetch);
+        let tls_config = trust_store.map_err(|e| InitError::TrustStoreTask(e.to_string()))??;
+        let app = App {
+            tls: MakeRustlsConnect::new(tls_config),
+            secrets,
+            state: Mutex::new(State::default()),
+            config,
+        };
+        let credentials = match fetched {
+            Ok(Ok(credentials)) => credentials,
+            Ok(Err(error)) => {
+                warn!(%error, "cold start: could not read the database secret; the first invocation retries");
+                return Ok(app);
+            }
+            Err(_) => {
+                warn!(
+                    "cold start: reading the database secret timed out; the first invocation retries"
+                );
+                return Ok(app);
+            }
+        };
+        let mut state = app.state.lock().await;
+        let deadline = Instant::now() + app.config.connect_timeout;
+        match app.connect(&credentials, deadline).await {
+            Ok(client) => state.client = Some(client),
+            Err(rejected) => {
+                let error = RecordError::from(rejected);
+                warn!(%error, "cold start: could not connect; the first invocation retries")
+            }
+        }
+        state.credentials = Some(credentials);
+        drop(state);
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "cold start complete"
+        );
+        Ok(app)
+    }
+
+    /// Records `user` exactly once, finishing (successfully or not) before `deadline`.
+    ///
+    /// A connection found dead (the proxy closed it while the function was idle, or the database
+    /// restarted) is replaced and the INSERT retried once; that retry is safe because the INSERT
+    /// is idempotent. A rejected login re-reads the secret once (rotation).
+    pub async fn record(&self, user: &NewUser, deadline: Instant) -> Result<Outcome, RecordError> {
+        let started = Instant::now();
+        let mut state = self.state.lock().await;
+        let mut retried = false;
+        loop {
+            let client = match state.client.take() {
+                Some(client) if !client.is_closed() => client,
+                stale => {
+                    if stale.is_some() {
+                        info!("the previous connection was closed; reconnecting");
+                    }
+                    self.open(&mut state.credentials, deadline).await?
+                }
+            };
+            let client = state.client.insert(client);
+            let cancel = client.cancel_token();
+            let limit = deadline.min(Instant::now() + self.config.statement_timeout);
+            match timeout_at(limit.into(), db::insert_user(client, user)).await {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(error)) if db::is_connection_error(&error) => {
+                    state.client = None;
+                    if retried {
+                        return Err(RecordError::Insert {
+                            message: db::describe(&error).to_string(),
+                        });
+                    }
+                    warn!(error = %db::describe(&error), "the connection failed during the INSERT; retrying once on a new connection");
+                    retried = true;
+                }
+                Ok(Err(error)) => {
+                    return Err(RecordError::Insert {
+                        message: db::describe(&error).to_string(),
+                    });
+                }
+                Err(_) => {
+                    // The statement may still be running: cancel it, and never reuse a
+                    // connection whose state we do not know. If it commits after all, Cognito's
+                    // retry finds the row and inserts nothing.
+                    state.client = None;
+                    let tls = self.tls.clone();
+                    let cancelled =
+                        tokio::time::timeout(Duration::from_millis(100), cancel.cancel_query(tls))
+                            .await;
+                    if !matches!(cancelled, Ok(Ok(()))) {
+                        warn!("could not cancel the timed-out INSERT");
+                    }
+                    return Err(RecordError::Timeout {
+                        stage: "inserting",
+                        elapsed_ms: started.elapsed().as_millis(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Opens a connection with the credentials we hold (reading them first if we have none). A
+    /// rejected login re-reads the secret once: a new password means a rotation, so connect again;
+    /// the same password means the secret itself is wrong, which is reported, not retried.
+    async fn open(
+        &self,
+        held: &mut Option<Credentials>,
+        deadline: Instant,
+    ) -> Result<Client, RecordError> {
+        let credentials = match held.take() {
+            Some(credentials) => credentials,
+            None => self.fetch_credentials(deadline).await?,
+        };
+        let first = self.connect(&credentials, deadline).await;
+        let login_rejected = matches!(&first, Err(Rejected::Login(_)));
+        let error = match first {
+            Ok(client) => {
+                *held = Some(credentials);
+                return Ok(client);
+            }
+            Err(error) => error,
+        };
+        if !login_rejected {
+            *held = Some(credentials);
+            return Err(error.into());
+        }
+        let fresh = self.fetch_credentials(deadline).await?;
+        if fresh.user == credentials.user && fresh.same_password(&credentials) {
+            *held = Some(fresh);
+            return Err(error.into());
+        }
+        info!("the database secret changed since it was read (rotation); reconnecting");
+        let client = self.connect(&fresh, deadline).await;
+        *held = Some(fresh);
+        client.map_err(RecordError::from)
+    }
+
+    async fn fetch_credentials(&self, deadline: Instant) -> Result<Credentials, RecordError> {
+        let started = Instant::now();
+        let limit = deadline.min(started + self.config.connect_timeout);
+        timeout_at(
+            limit.into(),
+            credentials::fetch(&self.secrets, &self.config),
+        )
+        .await
+        .map_err(|_| RecordError::Timeout {
+            stage: "reading the database secret",
+            elapsed_ms: started.elapsed().as_millis(),
+        })?
+        .map_err(RecordError::from)
+    }
+
+    async fn connect(
+        &self,
+        credentials: &Credentials,
+        deadline: Instant,
+    ) -> Result<Client, Rejected> {
+        let started = Instant::now();
+        let limit = deadline.min(started + self.config.connect_timeout);
+        let cap = limit.saturating_duration_since(started);
+        let endpoint = format!("{}:{}", credentials.host, credentials.port);
+        match timeout_at(limit.into(), db::connect(credentials, &self.tls, cap)).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(error)) => {
+                let failure = RecordError::Connect {
+                    endpoint,
+                    message: db::describe(&error).to_string(),
+                };
+                Err(if db::is_login_rejected(&error) {
+                    Rejected::Login(failure)
+                } else {
+                    Rejected::Other(failure)
+                })
+            }
+            Err(_) => Err(Rejected::Other(RecordError::Timeout {
+                stage: "connecting to the database",
+                elapsed_ms: started.elapsed().as_millis(),
+            })),
+        }
+    }
+}
+
+/// A failed connect, split by whether the server refused the login.
+enum Rejected {
+    Login(RecordError),
+    Other(RecordError),
+}
+
+impl From<Rejected> for RecordError {
+    fn from(rejected: Rejected) -> Self {
+        match rejected {
+            Rejected::Login(error) | Rejected::Other(error) => error,
+        }
+    }
+}

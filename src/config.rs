@@ -1,0 +1,163 @@
+//! Configuration from the environment, read once at cold start.
+//!
+//! Every variable is documented in the README ("Configuration"). A missing or invalid value fails
+//! the cold start with a message that names the variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the function needs to know before it can connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `DB_SECRET_ID`: Secrets Manager secret id or ARN (RDS secret JSON format).
+    pub secret_id: String,
+    /// `DB_HOST`: overrides the secret's `host` (the RDS Proxy endpoint goes here).
+    pub host: Option<String>,
+    /// `DB_PORT`: overrides the secret's `port`.
+    pub port: Option<u16>,
+    /// `DB_NAME`: overrides the secret's `dbname`.
+    pub dbname: Option<String>,
+    /// `DB_CA_FILE`: an extra PEM CA bundle to trust besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// `DB_CONNECT_TIMEOUT_MS`: cap on fetching the secret and on opening a connection.
+    pub connect_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_MS`: cap on the INSERT round trip.
+    pub statement_timeout: Duration,
+    /// `DEADLINE_MARGIN_MS`: time kept back from the invocation deadline to report an error.
+    pub deadline_margin: Duration,
+}
+
+/// Configuration that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} must be set")]
+    Missing(&'static str),
+    #[error("{var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_millis(200);
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    /// Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let secret_id = get("DB_SECRET_ID").ok_or(ConfigError::Missing("DB_SECRET_ID"))?;
+        let port = get("DB_PORT")
+            .map(|value| match value.trim().parse::<u16>() {
+                Ok(port) if port > 0 => Ok(port),
+                _ => Err(invalid("DB_PORT", "expected a port number from 1 to 65535")),
+            })
+            .transpose()?;
+        let millis = |var: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(var) {
+                None => Ok(default),
+                Some(value) => match value.trim().parse::<u64>() {
+                    Ok(ms) if (1..=60_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+                    _ => Err(invalid(var, "expected milliseconds from 1 to 60000")),
+                },
+            }
+        };
+        let ca_file = get("DB_CA_FILE").map(PathBuf::from);
+        Ok(Self {
+            secret_id,
+            host: get("DB_HOST"),
+            port,
+            dbname: get("DB_NAME"),
+            ca_file,
+            connect_timeout: millis("DB_CONNECT_TIMEOUT_MS", DEFAULT_CONNECT_TIMEOUT)?,
+            statement_timeout: millis("DB_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT)?,
+            deadline_margin: millis("DEADLINE_MARGIN_MS", DEFAULT_DEADLINE_MARGIN)?,
+        })
+    }
+}
+
+fn invalid(var: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn only_the_secret_id_is_required() {
+        let config = config(&[("DB_SECRET_ID", "db/app")]).unwrap();
+        assert_eq!(config.secret_id, "db/app");
+        assert_eq!(config.host, None);
+        assert_eq!(config.port, None);
+        assert_eq!(config.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(config.statement_timeout, DEFAULT_STATEMENT_TIMEOUT);
+    }
+
+    #[test]
+    fn missing_or_empty_secret_id_names_the_variable() {
+        for pairs in [&[][..], &[("DB_SECRET_ID", "  ")][..]] {
+            let error = config(pairs).unwrap_err();
+            assert_eq!(error, ConfigError::Missing("DB_SECRET_ID"));
+            assert_eq!(error.to_string(), "DB_SECRET_ID must be set");
+        }
+    }
+
+    #[test]
+    fn overrides_are_read() {
+        let config = config(&[
+            (
+                "DB_SECRET_ID",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+            ),
+            ("DB_HOST", "proxy.example"),
+            ("DB_PORT", "6432"),
+            ("DB_NAME", "app"),
+            ("DB_CA_FILE", "/opt/ca.pem"),
+            ("DB_CONNECT_TIMEOUT_MS", "700"),
+            ("DB_STATEMENT_TIMEOUT_MS", "900"),
+        ])
+        .unwrap();
+        assert_eq!(config.host.as_deref(), Some("proxy.example"));
+        assert_eq!(config.port, Some(6432));
+        assert_eq!(config.dbname.as_deref(), Some("app"));
+        assert_eq!(config.ca_file, Some(PathBuf::from("/opt/ca.pem")));
+        assert_eq!(config.connect_timeout, Duration::from_millis(700));
+        assert_eq!(config.statement_timeout, Duration::from_millis(900));
+    }
+
+    #[test]
+    fn invalid_numbers_name_the_variable() {
+        for (var, value) in [
+            ("DB_PORT", "0"),
+            ("DB_PORT", "70000"),
+            ("DB_PORT", "five"),
+            ("DB_CONNECT_TIMEOUT_MS", "0"),
+            ("DB_STATEMENT_TIMEOUT_MS", "-1"),
+            ("DEADLINE_MARGIN_MS", "600000"),
+        ] {
+            let error = config(&[("DB_SECRET_ID", "s"), (var, value)]).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Invalid { var: v, .. } if *v == var),
+                "{var}={value} gave {error:?}"
+            );
+            assert!(error.to_string().starts_with(var), "{error}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! PostgreSQL: opening a verified TLS connection and the one idempotent INSERT.
+//!
+//! Everything here is safe behind a transaction-pooling proxy (RDS Proxy, PgBouncer): the INSERT
+//! goes out as one unnamed statement (`query_typed`: Parse/Bind/Execute/Sync in one round trip),
+//! and no session state is ever set.
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Error};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::credentials::Credentials;
+use crate::user::NewUser;
+
+/// Shown to the server as `application_name` (visible in `pg_stat_activity`).
+pub const APPLICATION_NAME: &str = "cognito-post-confirmation";
+
+/// Inserts the user unless a row with the same `cognito_user_id` exists. `RETURNING` tells the two
+/// apart; an existing row is never updated.
+pub const INSERT_USER: &str = "INSERT INTO public.users (display_name, email, handle, cognito_user_id) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (cognito_user_id) DO NOTHING \
+     RETURNING 1";
+
+/// What the INSERT did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new row was written.
+    Inserted,
+    /// The user already had a row (a retried or repeated event); nothing was written.
+    AlreadyPresent,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Inserted => "inserted",
+            Outcome::AlreadyPresent => "already_present",
+        }
+    }
+}
+
+/// Opens a connection that requires TLS and verifies the server's certificate and host name
+/// (the rustls connector always verifies). The connection's driver runs as a background task.
+pub async fn connect(
+    credentials: &Credentials,
+    tls: &MakeRustlsConnect,
+    connect_timeout: Duration,
+) -> Result<Client, Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&credentials.host)
+        .port(credentials.port)
+        .user(&credentials.user)
+        .password(credentials.password.expose_secret())
+        .dbname(&credentials.dbname)
+        .application_name(APPLICATION_NAME)
+        .ssl_mode(SslMode::Require)
+        .connect_timeout(connect_timeout);
+    let (client, connection) = config.connect(tls.clone()).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(error = %describe(&error), "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Runs the idempotent INSERT for `user`.
+pub async fn insert_user(client: &Client, user: &NewUser) -> Result<Outcome, Error> {
+    let rows = client
+        .query_typed(
+            INSERT_USER,
+            &[
+                (&user.display_name, Type::TEXT),
+                (&user.email, Type::TEXT),
+                (&user.handle, Type::TEXT),
+                (&user.sub, Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(if rows.is_empty() {
+        Outcome::AlreadyPresent
+    } else {
+        Outcome::Inserted
+    })
+}
+
+/// Whether `error` means the connection itself failed (closed, reset, the server or proxy shutting
+/// down), so that the same statement on a new connection may succeed.
+pub fn is_connection_error(error: &Error) -> bool {
+    match error.code() {
+        None => error.as_db_error().is_none(),
+        Some(code) => {
+            code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        }
+    }
+}
+
+/// Whether the server (or proxy) refused the login, which after a rotation means the credentials
+/// we hold are stale. PgBouncer reports a failed login as a protocol error (08P01).
+pub fn is_login_rejected(error: &Error) -> bool {
+    matches!(
+        error.code(),
+        Some(code) if code.code().starts_with("28") || *code == SqlState::PROTOCOL_VIOLATION
+    )
+}
+
+/// A description of a database error that is safe to log and to return: the server's message and
+/// SQLSTATE, but not its DETAIL, which can quote row values (personal data).
+pub fn describe(error: &Error) -> impl fmt::Display + '_ {
+    Described(error)
+}
+
+struct Described<'a>(&'a Error);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(
+                f,
+                "{} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            ),
+            None => match std::error::Error::source(self.0) {
+                Some(source) => write!(f, "{}: {source}", self.0),
+                None => write!(f, "{}", self.0),
+            },
+        }
+    }
+}
