@@ -1,0 +1,737 @@
+"""Security properties of template.yaml, so that a careless edit fails CI.
+
+The checker works on what CloudFormation would deploy: the template is parsed with cfn-lint's own
+decoder (so !Ref, !If, !Sub ... work), then run through the SAM translator offline, so that roles
+and policies SAM generates (policy templates, managed policy names, event sources) are checked like
+the ones written by hand. `findings(template)` returns a list of problems; the real template must
+have none, and every mutated copy in `RejectsCarelessEdits` must have at least the expected one,
+which proves each check can fail.
+
+Run: scripts/lint-template.sh (or .venv/bin/python tests/template/test_template.py -v).
+TEMPLATE_UNDER_TEST=path checks another file, e.g. a mutated copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import tomllib
+import types
+import unittest
+from pathlib import Path
+from typing import Any, Iterator
+
+from cfnlint.decode import decode, decode_str
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = Path(os.environ.get("TEMPLATE_UNDER_TEST", REPO / "template.yaml"))
+
+# The crate's binary (no [[bin]] section: the binary is named after the package).
+BINARY = tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["name"]
+
+# Actions allowed on Resource "*". Empty: every statement in this template names its resource.
+# Add an action here only if IAM cannot scope it (e.g. xray:PutTraceSegments), never a data-plane one.
+WILDCARD_RESOURCE_ACTIONS: frozenset[str] = frozenset()
+
+# AWS managed policies the function's role may carry (their ec2/logs actions cannot be scoped).
+ALLOWED_MANAGED_POLICIES = frozenset({"AWSLambdaVPCAccessExecutionRole", "AWSLambdaBasicExecutionRole"})
+
+# The configuration contract (README "Configuration"); log level and format come from LoggingConfig.
+CONTRACT_ENV = frozenset(
+    {
+        "DB_SECRET_ID",
+        "DB_HOST",
+        "DB_PORT",
+        "DB_NAME",
+        "DB_CA_FILE",
+        "DB_CONNECT_TIMEOUT_MS",
+        "DB_STATEMENT_TIMEOUT_MS",
+        "DEADLINE_MARGIN_MS",
+    }
+)
+COGNITO_BUDGET_SECONDS = 5
+LOOPBACK = "127.0.0.1/32"  # the "no egress" placeholder rule
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+logging.getLogger("samtranslator").setLevel(logging.ERROR)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def plain(node: Any) -> Any:
+    """cfn-lint's nodes (dict/str subclasses with line marks) as plain JSON values."""
+    return json.loads(json.dumps(node))
+
+
+def load_file(path: Path) -> dict:
+    template, matches = decode(str(path))
+    if matches or template is None:
+        raise ValueError(f"{path} does not parse: {[str(m) for m in matches]}")
+    return plain(template)
+
+
+def load_text(text: str) -> dict:
+    template, matches = decode_str(text)
+    if matches or template is None:
+        raise ValueError(f"template text does not parse: {[str(m) for m in matches]}")
+    return plain(template)
+
+
+def translate(template: dict) -> dict:
+    """The SAM transform, offline (what `sam validate` does: local code paths become fake S3 URIs)."""
+    sam = copy.deepcopy(template)
+    for resource in sam.get("Resources", {}).values():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::Serverless::Function" and isinstance(props.get("CodeUri"), str):
+            if not props["CodeUri"].startswith("s3://"):
+                props["CodeUri"] = "s3://bucket/code.zip"
+    if "Transform" not in sam:
+        return sam
+    session = types.SimpleNamespace(region_name="us-east-1")  # only the region is read
+    translator = Translator(None, Parser(), boto_session=session)
+    return translator.translate(sam, parameter_values={}, get_managed_policy_map=lambda: {})
+
+
+# --- walking intrinsic functions ------------------------------------------------------------------
+
+Conds = tuple  # ((condition name, branch taken), ...)
+
+
+def alternatives(node: Any, conds: Conds = ()) -> Iterator[tuple[Any, Conds]]:
+    """Each value `node` can take through Fn::If, with the conditions that select it; NoValue drops out."""
+    if isinstance(node, dict) and list(node) == ["Fn::If"]:
+        name, when_true, when_false = node["Fn::If"]
+        yield from alternatives(when_true, conds + ((name, True),))
+        yield from alternatives(when_false, conds + ((name, False),))
+    elif node != NO_VALUE:
+        yield node, conds
+
+
+def can_be_no_value(node: Any) -> bool:
+    if node == NO_VALUE:
+        return True
+    if isinstance(node, dict) and list(node) == ["Fn::If"]:
+        return any(can_be_no_value(branch) for branch in node["Fn::If"][1:])
+    return False
+
+
+def items(node: Any, conds: Conds = ()) -> Iterator[tuple[Any, Conds]]:
+    """Elements of a list-valued property (the list and each element may be an Fn::If)."""
+    for value, c in alternatives(node, conds):
+        if value is None:
+            continue
+        for element in value if isinstance(value, list) else [value]:
+            yield from alternatives(element, c)
+
+
+def walk(node: Any, conds: Conds = (), path: tuple = ()) -> Iterator[tuple[tuple, Any, Conds]]:
+    for value, c in alternatives(node, conds):
+        yield path, value, c
+        if isinstance(value, dict):
+            for key, child in value.items():
+                yield from walk(child, c, path + (key,))
+        elif isinstance(value, list):
+            for index, child in enumerate(value):
+                yield from walk(child, c, path + (index,))
+
+
+def literal(node: Any) -> str | None:
+    """A string with the literal parts of `node` (Fn::Sub variables substituted, ${..} kept), or None
+    for a value only known at deploy time (Ref, GetAtt, ...)."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, (int, float)):
+        return str(node)
+    if isinstance(node, dict) and list(node) == ["Fn::Sub"]:
+        sub = node["Fn::Sub"]
+        if isinstance(sub, str):
+            return sub
+        text, variables = sub
+        for name, value in variables.items():
+            resolved = literal(value)
+            text = text.replace("${" + name + "}", resolved if resolved is not None else "<" + name + ">")
+        return text
+    if isinstance(node, dict) and list(node) == ["Fn::Join"]:
+        delimiter, parts = node["Fn::Join"]
+        return delimiter.join(literal(p) or "<value>" for p in (parts if isinstance(parts, list) else []))
+    return None
+
+
+def ref_name(node: Any) -> str | None:
+    return node["Ref"] if isinstance(node, dict) and list(node) == ["Ref"] else None
+
+
+def getatt(node: Any) -> tuple[str, str] | None:
+    if isinstance(node, dict) and list(node) == ["Fn::GetAtt"]:
+        value = node["Fn::GetAtt"]
+        parts = value.split(".", 1) if isinstance(value, str) else value
+        return parts[0], parts[1]
+    return None
+
+
+def as_list(node: Any) -> list:
+    return node if isinstance(node, list) else [node]
+
+
+def resources_of(template: dict, *types_: str) -> dict[str, dict]:
+    return {k: v for k, v in template.get("Resources", {}).items() if v.get("Type") in types_}
+
+
+def resource_conds(resource: dict) -> Conds:
+    return ((resource["Condition"], True),) if "Condition" in resource else ()
+
+
+def refers_to(node: Any, logical_id: str) -> bool:
+    return ref_name(node) == logical_id or (getatt(node) or (None,))[0] == logical_id
+
+
+def param(template: dict, name: str | None) -> dict | None:
+    return template.get("Parameters", {}).get(name) if name else None
+
+
+def non_empty_condition(template: dict, condition: str, parameter: str) -> bool:
+    """Whether `condition` is exactly "parameter is not empty"."""
+    body = template.get("Conditions", {}).get(condition)
+    if not (isinstance(body, dict) and list(body) == ["Fn::Not"]):
+        return False
+    inner = body["Fn::Not"][0]
+    if not (isinstance(inner, dict) and list(inner) == ["Fn::Equals"]):
+        return False
+    return sorted(map(json.dumps, inner["Fn::Equals"])) == sorted(
+        map(json.dumps, [{"Ref": parameter}, ""])
+    )
+
+
+def pattern_rejects(parameter: dict | None, *samples: str) -> bool:
+    """Whether the parameter's AllowedPattern rejects every sample (a missing pattern rejects nothing)."""
+    pattern = (parameter or {}).get("AllowedPattern")
+    return pattern is not None and all(re.fullmatch(pattern, s) is None for s in samples)
+
+
+# --- the checks ----------------------------------------------------------------------------------
+
+
+def the_function(template: dict) -> tuple[str, dict] | None:
+    functions = resources_of(template, "AWS::Lambda::Function")
+    return next(iter(functions.items())) if len(functions) == 1 else None
+
+
+def check_function(template: dict) -> list[str]:
+    found = the_function(template)
+    if found is None:
+        return ["expected exactly one Lambda function (the trigger)"]
+    name, function = found
+    props = function.get("Properties", {})
+    problems = []
+    if props.get("Runtime") != "provided.al2023":
+        problems.append(f"{name}: Runtime must be provided.al2023")
+    if props.get("Architectures") != ["arm64"]:
+        problems.append(f"{name}: Architectures must be [arm64]")
+    if props.get("Handler") != "bootstrap":
+        problems.append(f"{name}: Handler must be bootstrap")
+    metadata = function.get("Metadata", {})
+    if metadata.get("BuildMethod") != "rust-cargolambda":
+        problems.append(f"{name}: Metadata.BuildMethod must be rust-cargolambda")
+    if metadata.get("BuildProperties", {}).get("Binary") != BINARY:
+        problems.append(f"{name}: Metadata.BuildProperties.Binary must be {BINARY} (not another workspace binary)")
+    timeout = props.get("Timeout", 3)
+    if not (isinstance(timeout, int) and timeout <= COGNITO_BUDGET_SECONDS):
+        problems.append(f"{name}: Timeout must be a literal <= {COGNITO_BUDGET_SECONDS} s (Cognito waits 5 s)")
+    variables = props.get("Environment", {}).get("Variables", {})
+    if "DB_SECRET_ID" not in variables:
+        problems.append(f"{name}: environment lacks DB_SECRET_ID")
+    for unknown in sorted(set(variables) - CONTRACT_ENV):
+        problems.append(f"{name}: environment variable {unknown} is not in the configuration contract")
+    logging_config = props.get("LoggingConfig", {})
+    if logging_config.get("LogFormat") != "JSON":
+        problems.append(f"{name}: LoggingConfig.LogFormat must be JSON")
+    groups = resources_of(template, "AWS::Logs::LogGroup")
+    group = ref_name(logging_config.get("LogGroup"))
+    if group not in groups:
+        problems.append(f"{name}: LoggingConfig.LogGroup must be a log group of this template")
+    elif param(template, ref_name(groups[group].get("Properties", {}).get("RetentionInDays"))) is None:
+        problems.append(f"{group}: RetentionInDays must come from a parameter")
+    return problems
+
+
+def check_vpc(template: dict) -> list[str]:
+    found = the_function(template)
+    if found is None:
+        return []
+    name, function = found
+    vpc = function.get("Properties", {}).get("VpcConfig")
+    if not isinstance(vpc, dict):
+        return [f"{name}: VpcConfig missing (the function must run in private subnets)"]
+    problems = []
+    subnets = ref_name(vpc.get("SubnetIds"))
+    subnet_param = param(template, subnets)
+    if subnet_param is None or subnet_param.get("Type") != "List<AWS::EC2::Subnet::Id>":
+        problems.append(f"{name}: VpcConfig.SubnetIds must be a parameter of type List<AWS::EC2::Subnet::Id>")
+    elif "Private" not in subnets:
+        problems.append(f"{name}: the subnet parameter must say it takes private subnets ({subnets})")
+    rules = json.dumps(template.get("Rules", {}))
+    if '"Fn::ValueOfAll": ["AWS::EC2::Subnet::Id", "VpcId"]' not in rules:
+        problems.append("Rules: nothing asserts that the subnets belong to the VPC")
+    groups = resources_of(template, "AWS::EC2::SecurityGroup")
+    ids = list(items(vpc.get("SecurityGroupIds")))
+    if not ids:
+        problems.append(f"{name}: VpcConfig.SecurityGroupIds is empty")
+    for value, _ in ids:
+        if not any(refers_to(value, group) for group in groups):
+            problems.append(f"{name}: security group {value} is not one of this template's (its rules go unchecked)")
+    return problems
+
+
+def function_security_groups(template: dict) -> set[str]:
+    found = the_function(template)
+    if found is None:
+        return set()
+    groups = resources_of(template, "AWS::EC2::SecurityGroup")
+    vpc = found[1].get("Properties", {}).get("VpcConfig") or {}
+    return {g for value, _ in items(vpc.get("SecurityGroupIds")) for g in groups if refers_to(value, g)}
+
+
+def egress_rules(template: dict) -> Iterator[tuple[str, dict]]:
+    """(owning group's logical id or "?", rule) for inline and standalone egress rules."""
+    for name, group in resources_of(template, "AWS::EC2::SecurityGroup").items():
+        for rule, _ in items(group.get("Properties", {}).get("SecurityGroupEgress")):
+            yield name, rule
+    for name, resource in resources_of(template, "AWS::EC2::SecurityGroupEgress").items():
+        props = resource.get("Properties", {})
+        owner = next(
+            (g for g in resources_of(template, "AWS::EC2::SecurityGroup") if refers_to(props.get("GroupId"), g)),
+            "?",
+        )
+        yield owner, props
+
+
+def check_network(template: dict) -> list[str]:
+    problems = []
+    for name, group in resources_of(template, "AWS::EC2::SecurityGroup").items():
+        egress = group.get("Properties", {}).get("SecurityGroupEgress")
+        if not list(items(egress)) or can_be_no_value(egress):
+            problems.append(f"{name}: no SecurityGroupEgress, so EC2's default allow-all egress rule stays")
+    for owner, rule in egress_rules(template):
+        cidr = rule.get("CidrIp")
+        protocol = str(rule.get("IpProtocol"))
+        if cidr in ("0.0.0.0/0",) or rule.get("CidrIpv6") == "::/0":
+            problems.append(f"{owner}: egress to the whole internet ({cidr or '::/0'})")
+        if protocol in ("-1", "all") and cidr != LOOPBACK:
+            problems.append(f"{owner}: egress on all protocols and ports")
+        if protocol in ("tcp", "udp", "6", "17") and rule.get("FromPort") != rule.get("ToPort"):
+            problems.append(f"{owner}: egress on a port range {rule.get('FromPort')}-{rule.get('ToPort')}")
+    for resource_type, key in (("AWS::EC2::SecurityGroup", "SecurityGroupIngress"),):
+        for name, group in resources_of(template, resource_type).items():
+            for rule, _ in items(group.get("Properties", {}).get(key)):
+                if rule.get("CidrIp") == "0.0.0.0/0" or rule.get("CidrIpv6") == "::/0":
+                    problems.append(f"{name}: ingress from anywhere")
+    for name, resource in resources_of(template, "AWS::EC2::SecurityGroupIngress").items():
+        props = resource.get("Properties", {})
+        if props.get("CidrIp") == "0.0.0.0/0" or props.get("CidrIpv6") == "::/0":
+            problems.append(f"{name}: ingress from anywhere")
+    problems += check_function_egress(template)
+    return problems
+
+
+def check_function_egress(template: dict) -> list[str]:
+    """The function talks to the proxy on DB_PORT and to Secrets Manager on 443, nothing else."""
+    found = the_function(template)
+    if found is None:
+        return []
+    name, function = found
+    db_port = ref_name(function.get("Properties", {}).get("Environment", {}).get("Variables", {}).get("DB_PORT"))
+    mine = function_security_groups(template)
+    groups = resources_of(template, "AWS::EC2::SecurityGroup")
+    problems, to_proxy = [], False
+    for owner, rule in egress_rules(template):
+        if owner not in mine:
+            continue
+        destination = rule.get("DestinationSecurityGroupId")
+        dest_param = param(template, ref_name(destination))
+        to_group = (dest_param is not None and dest_param.get("Type") in (
+            "AWS::EC2::SecurityGroup::Id", "String")) or any(refers_to(destination, g) for g in groups)
+        to_cidr_param = param(template, ref_name(rule.get("CidrIp"))) is not None
+        port = rule.get("FromPort")
+        if port != rule.get("ToPort"):
+            continue  # reported by check_network
+        if db_port is not None and ref_name(port) == db_port:
+            if not (dest_param is not None and dest_param.get("Type") == "AWS::EC2::SecurityGroup::Id"):
+                problems.append(f"{owner}: database egress must go to the proxy's security group parameter only")
+            else:
+                to_proxy = True
+        elif port in (443, "443"):
+            if not (to_group or to_cidr_param):
+                problems.append(f"{owner}: HTTPS egress must go to the endpoint's security group or the VPC CIDR parameter")
+        else:
+            problems.append(f"{owner}: unexpected egress rule {json.dumps(rule)} on the function's security group")
+    if mine and not to_proxy:
+        problems.append(f"{name}: no egress rule to the proxy's security group on DB_PORT")
+    return problems
+
+
+def policy_statements(template: dict) -> Iterator[tuple[str, dict, Conds, bool]]:
+    """(resource, statement, conditions, is_trust_policy) for every policy document in the template."""
+    for name, resource in template.get("Resources", {}).items():
+        for path, node, conds in walk(resource.get("Properties", {}), resource_conds(resource)):
+            if isinstance(node, dict) and "Statement" in node and (not path or path[-1] != "Statement"):
+                trust = "AssumeRolePolicyDocument" in path
+                for statement, c in items(node["Statement"], conds):
+                    yield name, statement, c, trust
+
+
+def statement_actions(statement: dict) -> list[str]:
+    return [a for a, _ in items(statement.get("Action", []))]
+
+
+def check_policies(template: dict) -> list[str]:
+    problems = []
+    function = the_function(template)
+    env = function[1].get("Properties", {}).get("Environment", {}).get("Variables", {}) if function else {}
+    secret_param = ref_name(env.get("DB_SECRET_ID"))
+    if not pattern_rejects(
+        param(template, secret_param),
+        "*",
+        "arn:aws:secretsmanager:eu-west-1:111122223333:secret:*",
+        "arn:aws:secretsmanager:eu-west-1:111122223333:secret:*-AbC123",
+        "arn:aws:secretsmanager:eu-west-1:111122223333:secret:db?-AbC123",
+    ):
+        problems.append(f"parameter {secret_param}: AllowedPattern must accept only a full secret ARN, no wildcards")
+    secret_grants = 0
+    for name, statement, conds, trust in policy_statements(template):
+        if statement.get("Effect") != "Allow":
+            continue
+        where = f"{name} statement {statement.get('Sid', json.dumps(statement)[:80])}"
+        if trust:
+            continue
+        if "NotAction" in statement or "NotResource" in statement:
+            problems.append(f"{where}: NotAction/NotResource in an Allow grants everything else")
+            continue
+        actions = statement_actions(statement)
+        for action in actions:
+            if not isinstance(action, str) or action == "*" or action.endswith(":*"):
+                problems.append(f"{where}: wildcard action {action}")
+        resources = list(items(statement.get("Resource")))
+        if not resources:
+            problems.append(f"{where}: no Resource")
+        for resource, _ in resources:
+            text = literal(resource)
+            if text is not None and "*" in text:
+                broad = [a for a in actions if a not in WILDCARD_RESOURCE_ACTIONS]
+                if broad:
+                    problems.append(f"{where}: wildcard Resource {text!r} for {', '.join(map(str, broad))}")
+        services = {str(a).split(":", 1)[0].lower() for a in actions}
+        if "secretsmanager" in services:
+            if actions != ["secretsmanager:GetSecretValue"]:
+                problems.append(f"{where}: only secretsmanager:GetSecretValue may be granted, got {actions}")
+            if secret_param is None or [r for r, _ in resources] != [{"Ref": secret_param}]:
+                problems.append(f"{where}: Secrets Manager access must be on the one secret (Ref {secret_param})")
+            if "Principal" not in statement:  # identity policy (not the endpoint's resource policy)
+                secret_grants += 1
+        if "kms" in services:
+            problems += check_kms_statement(template, where, statement, actions, resources, conds)
+    if secret_grants != 1:
+        problems.append(f"expected exactly one identity statement granting GetSecretValue, found {secret_grants}")
+    problems += check_managed_policies(template)
+    return problems
+
+
+def check_kms_statement(template, where, statement, actions, resources, conds) -> list[str]:
+    problems = []
+    if actions != ["kms:Decrypt"]:
+        problems.append(f"{where}: only kms:Decrypt may be granted, got {actions}")
+    key_param = ref_name(resources[0][0]) if len(resources) == 1 else None
+    if param(template, key_param) is None:
+        problems.append(f"{where}: kms:Decrypt must be on the key ARN parameter only")
+    elif not any(taken and non_empty_condition(template, c, key_param) for c, taken in conds):
+        problems.append(f"{where}: kms:Decrypt must exist only under the condition that {key_param} is given")
+    via = statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+    if not (literal(via) or "").startswith("secretsmanager."):
+        problems.append(f"{where}: kms:Decrypt needs a kms:ViaService condition for secretsmanager")
+    return problems
+
+
+def check_managed_policies(template: dict) -> list[str]:
+    problems, roles_with_vpc_policy = [], set()
+    for name, resource in template.get("Resources", {}).items():
+        for path, node, _ in walk(resource.get("Properties", {})):
+            if path and path[-1] == "ManagedPolicyArns":
+                for arn, _ in items(node):
+                    text = literal(arn) or ""
+                    policy = text.rsplit("/", 1)[-1]
+                    if ":iam::aws:policy/" not in text or policy not in ALLOWED_MANAGED_POLICIES:
+                        problems.append(f"{name}: managed policy {text or arn} is not allowed")
+                    if policy == "AWSLambdaVPCAccessExecutionRole":
+                        roles_with_vpc_policy.add(name)
+    found = the_function(template)
+    if found:
+        role = getatt(found[1].get("Properties", {}).get("Role"))
+        if role is None or role[0] not in roles_with_vpc_policy:
+            problems.append(f"{found[0]}: its role must carry AWSLambdaVPCAccessExecutionRole")
+        elif not check_trust(template, role[0]):
+            problems.append(f"{role[0]}: only lambda.amazonaws.com may assume the function's role")
+    return problems
+
+
+def check_trust(template: dict, role: str) -> bool:
+    document = template["Resources"][role].get("Properties", {}).get("AssumeRolePolicyDocument", {})
+    principals = []
+    for statement, _ in items(document.get("Statement")):
+        principal = statement.get("Principal", {})
+        if not isinstance(principal, dict) or set(principal) != {"Service"}:
+            return False
+        principals += [p for p, _ in items(principal["Service"])]
+    return principals == ["lambda.amazonaws.com"]
+
+
+def check_cognito(template: dict) -> list[str]:
+    problems = []
+    found = the_function(template)
+    permissions = resources_of(template, "AWS::Lambda::Permission")
+    for name, permission in permissions.items():
+        props = permission.get("Properties", {})
+        if isinstance(props.get("Principal"), str) and props["Principal"].endswith(".amazonaws.com"):
+            if "SourceArn" not in props or can_be_no_value(props["SourceArn"]):
+                problems.append(f"{name}: a service principal without SourceArn lets any resource of that service invoke")
+    if found is None:
+        return problems
+    function_name = found[0]
+    mine = {n: p["Properties"] for n, p in permissions.items()
+            if refers_to(p.get("Properties", {}).get("FunctionName"), function_name)}
+    if len(mine) != 1:
+        return problems + [f"expected exactly one invoke permission on {function_name}, found {len(mine)}"]
+    name, props = next(iter(mine.items()))
+    if props.get("Principal") != "cognito-idp.amazonaws.com":
+        problems.append(f"{name}: Principal must be cognito-idp.amazonaws.com")
+    if props.get("Action") != "lambda:InvokeFunction":
+        problems.append(f"{name}: Action must be lambda:InvokeFunction")
+    if props.get("SourceAccount") != {"Ref": "AWS::AccountId"}:
+        problems.append(f"{name}: SourceAccount must be this account")
+    pools = resources_of(template, "AWS::Cognito::UserPool")
+    arns = list(alternatives(props.get("SourceArn")))
+    if not arns:
+        problems.append(f"{name}: SourceArn missing")
+    for arn, _ in arns:
+        attribute = getatt(arn)
+        pool_param = param(template, ref_name(arn))
+        if attribute and attribute[0] in pools and attribute[1] == "Arn":
+            continue
+        if pool_param is not None and pattern_rejects(
+            pool_param, "*", "arn:aws:cognito-idp:eu-west-1:111122223333:userpool/*"
+        ) and ":userpool/" in pool_param.get("AllowedPattern", ""):
+            continue
+        problems.append(f"{name}: SourceArn {arn} must be the user pool ARN parameter (a pattern without wildcards) or this template's pool")
+    for pool_name, pool in pools.items():
+        target = pool.get("Properties", {}).get("LambdaConfig", {}).get("PostConfirmation")
+        if not refers_to(target, function_name):
+            problems.append(f"{pool_name}: LambdaConfig.PostConfirmation must be {function_name}")
+    return problems
+
+
+CHECKS = (check_function, check_vpc, check_network, check_policies, check_cognito)
+
+
+def findings(template: dict) -> list[str]:
+    """Every problem found in a SAM template (after the SAM transform)."""
+    try:
+        deployed = translate(template)
+    except Exception as error:  # noqa: BLE001 - any translator failure is a finding
+        return [f"SAM transform failed: {error}"]
+    return [problem for check in CHECKS for problem in check(deployed)]
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+class TemplateIsSafe(unittest.TestCase):
+    def test_the_template_has_no_findings(self):
+        problems = findings(load_file(TEMPLATE))
+        self.assertEqual(problems, [], "\n".join(problems))
+
+    def test_the_checker_sees_the_statements_it_must_judge(self):
+        # Guards against a checker that passes because it found nothing to look at.
+        deployed = translate(load_file(TEMPLATE))
+        actions = {a for _, s, _, trust in policy_statements(deployed) if not trust for a in statement_actions(s)}
+        self.assertLessEqual({"secretsmanager:GetSecretValue", "kms:Decrypt"}, actions)
+        self.assertTrue(list(egress_rules(deployed)))
+        self.assertTrue(function_security_groups(deployed))
+
+
+def first(template: dict, resource_type: str) -> dict:
+    return next(iter(resources_of(template, resource_type).values()))
+
+
+def statements_with(template: dict, action: str) -> list[dict]:
+    return [s for _, s, _, _ in policy_statements(template) if action in statement_actions(s)]
+
+
+class RejectsCarelessEdits(unittest.TestCase):
+    """Each mutation of a copy of the real template must produce the expected finding."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.text = TEMPLATE.read_text()
+        cls.template = load_file(TEMPLATE)
+
+    def mutated(self) -> dict:
+        return copy.deepcopy(self.template)
+
+    def assertRejected(self, template: dict, expected: str):
+        problems = findings(template)
+        self.assertTrue(any(expected in p for p in problems), f"wanted {expected!r} in {problems}")
+
+    # -- IAM --
+
+    def test_secret_resource_replaced_by_star_in_the_yaml(self):
+        needle = "Action: secretsmanager:GetSecretValue\n                Resource: !Ref DbSecretArn"
+        self.assertTrue(needle in self.text, "the secret statement is not written as this test expects; update it")
+        text = self.text.replace(needle, needle.replace("!Ref DbSecretArn", '"*"'))
+        self.assertRejected(load_text(text), "wildcard Resource '*' for secretsmanager:GetSecretValue")
+
+    def test_secret_resource_widened_to_every_secret(self):
+        template = self.mutated()
+        for statement in statements_with(template, "secretsmanager:GetSecretValue"):
+            statement["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:*"}
+        self.assertRejected(template, "wildcard Resource")
+
+    def test_secret_parameter_pattern_loosened(self):
+        template = self.mutated()
+        template["Parameters"]["DbSecretArn"].pop("AllowedPattern")
+        self.assertRejected(template, "AllowedPattern must accept only a full secret ARN")
+
+    def test_extra_secrets_manager_action(self):
+        template = self.mutated()
+        statements_with(template, "secretsmanager:GetSecretValue")[0]["Action"] = [
+            "secretsmanager:GetSecretValue", "secretsmanager:ListSecrets"]
+        self.assertRejected(template, "only secretsmanager:GetSecretValue may be granted")
+
+    def test_data_plane_action_on_star(self):
+        template = self.mutated()
+        role = first(template, "AWS::IAM::Role")["Properties"]
+        role["Policies"].append({"PolicyName": "oops", "PolicyDocument": {"Statement": [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}})
+        self.assertRejected(template, "wildcard Resource '*' for s3:GetObject")
+
+    def test_sam_policy_template_with_star_and_generated_role(self):
+        template = self.mutated()
+        function = first(template, "AWS::Serverless::Function")["Properties"]
+        del function["Role"]
+        function["Policies"] = [{"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": "*"}}]
+        # The generated role is checked like a hand-written one.
+        self.assertRejected(template, "PostConfirmationFunctionRole statement")
+        self.assertRejected(template, "wildcard Resource '*' for secretsmanager:GetSecretValue")
+
+    def test_broad_managed_policy(self):
+        template = self.mutated()
+        first(template, "AWS::IAM::Role")["Properties"]["ManagedPolicyArns"].append(
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/SecretsManagerReadWrite"})
+        self.assertRejected(template, "managed policy arn:${AWS::Partition}:iam::aws:policy/SecretsManagerReadWrite is not allowed")
+
+    def test_kms_decrypt_granted_unconditionally(self):
+        template = self.mutated()
+        policies = first(template, "AWS::IAM::Role")["Properties"]["Policies"]
+        conditional = next(p for p in policies if isinstance(p, dict) and "Fn::If" in p)
+        policies[policies.index(conditional)] = conditional["Fn::If"][1]
+        self.assertRejected(template, "must exist only under the condition")
+
+    def test_kms_decrypt_without_via_service(self):
+        template = self.mutated()
+        statement = statements_with(template, "kms:Decrypt")[0]
+        del statement["Condition"]["StringEquals"]["kms:ViaService"]
+        self.assertRejected(template, "kms:ViaService condition")
+
+    def test_kms_decrypt_on_every_key(self):
+        template = self.mutated()
+        statements_with(template, "kms:Decrypt")[0]["Resource"] = "*"
+        self.assertRejected(template, "wildcard Resource '*' for kms:Decrypt")
+
+    # -- network --
+
+    def test_subnet_parameter_removed(self):
+        template = self.mutated()
+        del template["Parameters"]["PrivateSubnetIds"]
+        function = first(template, "AWS::Serverless::Function")["Properties"]
+        function["VpcConfig"]["SubnetIds"] = ["subnet-0123456789abcdef0"]
+        for resource in template["Resources"].values():  # other users of the parameter
+            if resource.get("Properties", {}).get("SubnetIds") == {"Ref": "PrivateSubnetIds"}:
+                resource["Properties"]["SubnetIds"] = ["subnet-0123456789abcdef0"]
+        self.assertRejected(template, "SubnetIds must be a parameter of type List<AWS::EC2::Subnet::Id>")
+
+    def test_subnet_parameter_loosely_typed(self):
+        template = self.mutated()
+        template["Parameters"]["PrivateSubnetIds"]["Type"] = "CommaDelimitedList"
+        self.assertRejected(template, "SubnetIds must be a parameter of type List<AWS::EC2::Subnet::Id>")
+
+    def test_vpc_config_removed(self):
+        template = self.mutated()
+        del first(template, "AWS::Serverless::Function")["Properties"]["VpcConfig"]
+        self.assertRejected(template, "VpcConfig missing")
+
+    def test_egress_to_the_internet_on_all_ports(self):
+        template = self.mutated()
+        group = template["Resources"]["FunctionSecurityGroup"]["Properties"]
+        group["SecurityGroupEgress"].append({"IpProtocol": "-1", "CidrIp": "0.0.0.0/0"})
+        self.assertRejected(template, "egress to the whole internet")
+        self.assertRejected(template, "egress on all protocols and ports")
+
+    def test_default_egress_left_in_place(self):
+        template = self.mutated()
+        del template["Resources"]["FunctionSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+        self.assertRejected(template, "default allow-all egress rule stays")
+
+    def test_database_egress_to_a_cidr(self):
+        template = self.mutated()
+        rule = template["Resources"]["FunctionSecurityGroup"]["Properties"]["SecurityGroupEgress"][0]
+        del rule["DestinationSecurityGroupId"]
+        rule["CidrIp"] = "10.0.0.0/8"
+        self.assertRejected(template, "database egress must go to the proxy's security group")
+
+    def test_port_range_egress(self):
+        template = self.mutated()
+        template["Resources"]["FunctionSecurityGroup"]["Properties"]["SecurityGroupEgress"].append(
+            {"IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535, "CidrIp": "10.0.0.0/16"})
+        self.assertRejected(template, "egress on a port range 0-65535")
+
+    # -- Cognito --
+
+    def test_permission_for_any_principal(self):
+        template = self.mutated()
+        first(template, "AWS::Lambda::Permission")["Properties"]["Principal"] = "*"
+        self.assertRejected(template, "Principal must be cognito-idp.amazonaws.com")
+
+    def test_permission_without_source_arn(self):
+        template = self.mutated()
+        del first(template, "AWS::Lambda::Permission")["Properties"]["SourceArn"]
+        self.assertRejected(template, "a service principal without SourceArn")
+
+    def test_permission_source_arn_wildcard(self):
+        template = self.mutated()
+        first(template, "AWS::Lambda::Permission")["Properties"]["SourceArn"] = {
+            "Fn::Sub": "arn:aws:cognito-idp:${AWS::Region}:${AWS::AccountId}:userpool/*"}
+        self.assertRejected(template, "SourceArn")
+
+    def test_permission_without_source_account(self):
+        template = self.mutated()
+        del first(template, "AWS::Lambda::Permission")["Properties"]["SourceAccount"]
+        self.assertRejected(template, "SourceAccount must be this account")
+
+    # -- build and runtime --
+
+    def test_binary_not_pinned(self):
+        template = self.mutated()
+        del first(template, "AWS::Serverless::Function")["Metadata"]["BuildProperties"]
+        self.assertRejected(template, "Binary must be")
+
+    def test_timeout_beyond_cognito_budget(self):
+        template = self.mutated()
+        first(template, "AWS::Serverless::Function")["Properties"]["Timeout"] = 30
+        self.assertRejected(template, "Timeout must be a literal <= 5")
+
+
+if __name__ == "__main__":
+    unittest.main()
