@@ -1,1 +1,34 @@
+//! Real local stand-ins for the AWS pieces the Lambda talks to, for integration tests and local
+//! runs: PostgreSQL 15 with TLS (RDS), PgBouncer 1.18 with TLS on both sides, SCRAM and
+//! transaction pooling (RDS Proxy), and moto's server (Secrets Manager).
+//!
+//! ```no_run
+//! # const SCHEMA: &str = "CREATE TABLE users (sub uuid PRIMARY KEY)";
+//! let stack = local_stack::Stack::shared();      // started once per test process
+//! let db = stack.new_database(SCHEMA);           // own database, role and secret
+//! for (key, value) in db.env() {
+//!     println!("{key}={value}");                 // DB_SECRET_ID, DB_PORT, DB_CA_FILE, ...
+//! }
+//! ```
+//!
+//! Needs PostgreSQL 15, PgBouncer and the `.venv` with moto (`scripts/install-deps.sh`). When run
+//! as root, PostgreSQL and PgBouncer run as the `postgres` OS user (both refuse root).
+//! Child processes die with the test process even when it is killed (see [`Stack::shared`]).
+//!
+//! Everything is synchronous (`std::process`, `std::net`); calling it from a `#[tokio::test]`
+//! blocks that test's runtime thread for the duration of the call, which is fine for set-up.
 
+mod certs;
+mod error;
+mod moto;
+mod pgbouncer;
+mod postgres;
+mod process;
+mod stack;
+
+pub use certs::Certs;
+pub use error::{Error, Result};
+pub use moto::Moto;
+pub use pgbouncer::{PgBouncer, PgBouncerOptions};
+pub use postgres::Postgres;
+pub use stack::{Stack, StackOptions, TestDb};

@@ -1,0 +1,87 @@
+//! A throwaway certificate authority and a server certificate signed by it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::error::{Context, Error, Result};
+
+/// PEM files of a fresh CA and a server certificate it signed.
+///
+/// The server certificate is an end-entity certificate (`CA:FALSE`, `serverAuth`) with the
+/// subject alternative names given at generation; rustls rejects a self-signed CA certificate
+/// used as a server certificate (`CaUsedAsEndEntity`), and it ignores the subject CN.
+/// Every call makes a new, unrelated CA: generate twice to get an "untrusted" pair.
+#[derive(Clone, Debug)]
+pub struct Certs {
+    /// The directory holding the files.
+    pub dir: PathBuf,
+    /// The CA certificate (what clients trust: `sslrootcert`, `DB_CA_FILE`).
+    pub ca_pem: PathBuf,
+    /// The server certificate (PEM).
+    pub server_cert: PathBuf,
+    /// The server's private key (PKCS#8 PEM, mode 0600).
+    pub server_key: PathBuf,
+}
+
+impl Certs {
+    /// A CA plus a server certificate for `DNS:localhost` and `IP:127.0.0.1`, written to `dir`
+    /// (created if missing) as `ca.pem`, `server.crt` and `server.key`.
+    pub fn generate(dir: &Path) -> Result<Certs> {
+        Self::generate_for(dir, &["localhost", "127.0.0.1"])
+    }
+
+    /// Like [`Certs::generate`] with other subject alternative names (an entry that parses as an
+    /// IP address becomes an IP SAN), e.g. to test a host-name mismatch.
+    pub fn generate_for(dir: &Path, names: &[&str]) -> Result<Certs> {
+        let build = || -> Result<(String, String, String), rcgen::Error> {
+            let ca_key = KeyPair::generate()?;
+            let mut ca = CertificateParams::new(Vec::<String>::new())?;
+            ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            ca.distinguished_name
+                .push(DnType::CommonName, "local-stack test CA");
+            ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let ca_cert = ca.self_signed(&ca_key)?;
+            let issuer = Issuer::new(ca, ca_key);
+
+            let key = KeyPair::generate()?;
+            let mut server =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+            server.is_ca = IsCa::ExplicitNoCa;
+            server.distinguished_name.push(
+                DnType::CommonName,
+                names.first().copied().unwrap_or("server"),
+            );
+            server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            server.use_authority_key_identifier_extension = true;
+            let cert = server.signed_by(&key, &issuer)?;
+            Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
+        };
+        let (ca_pem, cert_pem, key_pem) =
+            build().map_err(|e| Error::with_source("generate test certificates", e))?;
+
+        fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+        let certs = Certs {
+            dir: dir.to_path_buf(),
+            ca_pem: dir.join("ca.pem"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+        };
+        for (path, contents, mode) in [
+            (&certs.ca_pem, &ca_pem, 0o644),
+            (&certs.server_cert, &cert_pem, 0o644),
+            (&certs.server_key, &key_pem, 0o600),
+        ] {
+            fs::write(path, contents).context(|| format!("write {}", path.display()))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .context(|| format!("chmod {}", path.display()))?;
+        }
+        Ok(certs)
+    }
+}

@@ -1,0 +1,268 @@
+//! moto's server: the local stand-in for AWS Secrets Manager.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::error::{Context, Error, Result};
+use crate::process::{
+    InstanceDir, free_port, lock, running, signal, spawn_supervised, stop_child, wait_ready,
+    write_service_file,
+};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `moto_server` on 127.0.0.1, reachable at [`Moto::endpoint`] with any credentials
+/// (`AWS_ACCESS_KEY_ID=test`, region `us-east-1`).
+///
+/// moto keeps its state in memory. So that [`Moto::stop`] + [`Moto::start`] behave like an outage
+/// rather than data loss, secrets created through this type are created again, with their latest
+/// value, on restart (their ARNs change; address them by name).
+///
+/// Dropping it kills the process and removes its directory.
+#[derive(Debug)]
+pub struct Moto {
+    child: Mutex<Option<Child>>,
+    /// (name, latest value) of every secret created through this type, in creation order.
+    secrets: Mutex<Vec<(String, String)>>,
+    port: u16,
+    log: PathBuf,
+    dir: InstanceDir,
+}
+
+/// `$MOTO_SERVER`, else `<workspace>/.venv/bin/moto_server` (made by scripts/install-deps.sh),
+/// else `moto_server` from `PATH`.
+fn moto_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(bin);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("moto_server")
+    }
+}
+
+impl Moto {
+    /// Starts `moto_server` on a free port and waits until it answers a Secrets Manager call.
+    pub fn launch() -> Result<Moto> {
+        let dir = InstanceDir::create("moto")?;
+        let log = dir.path().join("moto.log");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port()?;
+            match spawn_moto(dir.path(), port, &log) {
+                Ok(child) => {
+                    return Ok(Moto {
+                        child: Mutex::new(Some(child)),
+                        secrets: Mutex::new(Vec::new()),
+                        port,
+                        log,
+                        dir,
+                    });
+                }
+                Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`: the value for `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// moto's log file.
+    pub fn log_file(&self) -> &Path {
+        &self.log
+    }
+
+    /// `CreateSecret` with a string value; returns the ARN.
+    pub fn create_secret(&self, name: &str, secret_string: &str) -> Result<String> {
+        let arn = self.create_secret_unrecorded(name, secret_string)?;
+        lock(&self.secrets).push((name.to_owned(), secret_string.to_owned()));
+        Ok(arn)
+    }
+
+    fn create_secret_unrecorded(&self, name: &str, secret_string: &str) -> Result<String> {
+        let answer = self.call(
+            "CreateSecret",
+            &json!({"Name": name, "SecretString": secret_string}),
+        )?;
+        answer["ARN"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::msg(format!("CreateSecret answered without an ARN: {answer}")))
+    }
+
+    /// `PutSecretValue`: a new current version (`AWSCURRENT`) of an existing secret.
+    pub fn put_secret_value(&self, secret_id: &str, secret_string: &str) -> Result<()> {
+        self.call(
+            "PutSecretValue",
+            &json!({"SecretId": secret_id, "SecretString": secret_string}),
+        )?;
+        let mut secrets = lock(&self.secrets);
+        if let Some(entry) = secrets
+            .iter_mut()
+            .find(|(name, _)| name == secret_id || secret_id.contains(&format!(":secret:{name}-")))
+        {
+            entry.1 = secret_string.to_owned();
+        }
+        Ok(())
+    }
+
+    /// `GetSecretValue`: the current `SecretString`.
+    pub fn get_secret_value(&self, secret_id: &str) -> Result<String> {
+        let answer = self.call("GetSecretValue", &json!({"SecretId": secret_id}))?;
+        answer["SecretString"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::msg(format!("GetSecretValue without SecretString: {answer}")))
+    }
+
+    /// One Secrets Manager JSON call (`X-Amz-Target: secretsmanager.<action>`). Errors carry the
+    /// HTTP status and moto's error body.
+    pub fn call(&self, action: &str, body: &Value) -> Result<Value> {
+        secretsmanager_call(self.port, action, body)
+    }
+
+    /// Kills moto: calls then fail with "connection refused". Does nothing if it is not running.
+    pub fn stop(&self) {
+        if let Some(mut child) = lock(&self.child).take() {
+            stop_child(&mut child, libc::SIGKILL, Duration::ZERO);
+        }
+    }
+
+    /// Starts moto again on the same port after [`Moto::stop`] and re-creates the secrets made
+    /// through [`Moto::create_secret`] with their latest values. Does nothing if it is running.
+    pub fn start(&self) -> Result<()> {
+        {
+            let mut guard = lock(&self.child);
+            if running(&mut guard) {
+                return Ok(());
+            }
+            *guard = Some(spawn_moto(self.dir.path(), self.port, &self.log)?);
+        }
+        let secrets = lock(&self.secrets).clone();
+        for (name, value) in secrets {
+            self.create_secret_unrecorded(&name, &value)
+                .context(|| format!("re-create secret {name} after restart"))?;
+        }
+        Ok(())
+    }
+
+    /// Freezes moto (SIGSTOP): calls hang until the client's timeout, like an unreachable
+    /// endpoint that drops packets. Undo with [`Moto::resume`].
+    pub fn pause(&self) {
+        if let Some(child) = lock(&self.child).as_ref() {
+            signal(child, libc::SIGSTOP);
+        }
+    }
+
+    /// Undoes [`Moto::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = lock(&self.child).as_ref() {
+            signal(child, libc::SIGCONT);
+        }
+    }
+
+    /// Kills the process and removes the directory (what `Drop` does).
+    pub(crate) fn teardown(&self) {
+        self.stop();
+        self.dir.remove();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn spawn_moto(dir: &Path, port: u16, log: &Path) -> Result<Child> {
+    let bin = moto_bin();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .current_dir(dir)
+        .env("PYTHONUNBUFFERED", "1");
+    let mut child = spawn_supervised(cmd, libc::SIGKILL, log).context(|| {
+        format!(
+            "start {} (run scripts/install-deps.sh, or set MOTO_SERVER)",
+            bin.display()
+        )
+    })?;
+    // Recorded so that a later process can kill it if this one dies without its death signal.
+    write_service_file(
+        &dir.join("moto.pid"),
+        format!("{}\n", child.id()).as_bytes(),
+        0o644,
+    )?;
+    let ready = wait_ready(
+        &format!("moto_server on port {port}"),
+        &mut child,
+        log,
+        START_TIMEOUT,
+        || secretsmanager_call(port, "ListSecrets", &json!({})).is_ok(),
+    );
+    match ready {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            stop_child(&mut child, libc::SIGKILL, Duration::ZERO);
+            Err(e)
+        }
+    }
+}
+
+/// A hand-made HTTP/1.0 POST (no chunked encoding, the server closes the connection) with a
+/// SigV4-shaped Authorization header: moto reads the region from the credential scope and does
+/// not check the signature.
+fn secretsmanager_call(port: u16, action: &str, body: &Value) -> Result<Value> {
+    let what = || format!("secretsmanager.{action} on 127.0.0.1:{port}");
+    let body = body.to_string();
+    let request = format!(
+        "POST / HTTP/1.0\r\n\
+         Host: 127.0.0.1:{port}\r\n\
+         Content-Type: application/x-amz-json-1.1\r\n\
+         X-Amz-Target: secretsmanager.{action}\r\n\
+         X-Amz-Date: 20250101T000000Z\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/secretsmanager/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={sig}\r\n\
+         Content-Length: {len}\r\n\
+         Connection: close\r\n\r\n{body}",
+        sig = "0".repeat(64),
+        len = body.len(),
+    );
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).context(what)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT)).context(what)?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT)).context(what)?;
+    stream.write_all(request.as_bytes()).context(what)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).context(what)?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, payload) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| Error::msg(format!("{}: malformed HTTP response", what())))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::msg(format!("{}: no HTTP status in {head:?}", what())))?;
+    if status != 200 {
+        return Err(Error::msg(format!("{}: HTTP {status}: {payload}", what())));
+    }
+    serde_json::from_str(payload).context(|| format!("{}: response is not JSON", what()))
+}

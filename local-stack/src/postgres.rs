@@ -1,0 +1,340 @@
+//! A throwaway PostgreSQL 15 cluster.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::certs::Certs;
+use crate::error::{Context, Error, Result};
+use crate::process::{
+    InstanceDir, as_service_user, free_port, lock, run, running, spawn_supervised, stop_child,
+    wait_ready, write_service_file,
+};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 only.
+///
+/// The superuser `postgres` is reachable without a password over the unix socket in the data
+/// directory only ([`Postgres::admin_psql`]). Over TCP every role needs SCRAM; in TLS mode
+/// (the default) `pg_hba.conf` has `hostssl ... scram-sha-256` and rejects plaintext TCP.
+///
+/// Dropping it shuts the server down (immediate) and removes the directory.
+#[derive(Debug)]
+pub struct Postgres {
+    child: Mutex<Option<Child>>,
+    port: u16,
+    tls: bool,
+    data_dir: PathBuf,
+    log: PathBuf,
+    dir: InstanceDir,
+}
+
+/// Where the PostgreSQL server binaries are: `$PG_BIN`, else Debian's PostgreSQL 15 directory,
+/// else whatever is on `PATH`.
+pub(crate) fn pg_bin(tool: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        return Path::new(&dir).join(tool);
+    }
+    let debian = Path::new("/usr/lib/postgresql/15/bin").join(tool);
+    if debian.exists() {
+        debian
+    } else {
+        PathBuf::from(tool)
+    }
+}
+
+impl Postgres {
+    /// Starts a cluster that speaks TLS only over TCP (`ssl = on`, server certificate and key from
+    /// `certs`, plaintext `host` connections rejected by `pg_hba.conf`).
+    pub fn start_tls(certs: &Certs) -> Result<Postgres> {
+        Self::launch(Some(certs))
+    }
+
+    /// Starts a cluster with `ssl = off` and password (SCRAM) logins over plain TCP: a server that
+    /// does not speak TLS at all.
+    pub fn start_plaintext() -> Result<Postgres> {
+        Self::launch(None)
+    }
+
+    fn launch(certs: Option<&Certs>) -> Result<Postgres> {
+        let dir = InstanceDir::create("postgres")?;
+        let data_dir = dir.path().join("data");
+        let log = dir.path().join("postgres.log");
+
+        let mut initdb = Command::new(pg_bin("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data_dir)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ])
+            .current_dir(dir.path());
+        as_service_user(&mut initdb)?;
+        run(initdb, None, Duration::from_secs(120)).context(|| {
+            "initdb failed (is PostgreSQL 15 installed? scripts/install-deps.sh)".to_owned()
+        })?;
+
+        let mut conf = format!(
+            "\n# local-stack\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{socket}'\n\
+             max_connections = 300\n\
+             password_encryption = 'scram-sha-256'\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n\
+             shared_buffers = 32MB\n\
+             log_connections = on\n\
+             log_line_prefix = '%m [%p] %q%u@%d '\n",
+            socket = data_dir.display()
+        );
+        let mut hba = String::from("local all postgres trust\n");
+        if let Some(certs) = certs {
+            // Copies owned by the server's user with mode 0600: PostgreSQL refuses a key file
+            // that others (or a foreign owner) can read.
+            let cert = dir.path().join("server.crt");
+            let key = dir.path().join("server.key");
+            copy_for_service(&certs.server_cert, &cert, 0o644)?;
+            copy_for_service(&certs.server_key, &key, 0o600)?;
+            conf.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                cert.display(),
+                key.display()
+            ));
+            hba.push_str(
+                "hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 host all all 0.0.0.0/0 reject\n\
+                 host all all ::/0 reject\n",
+            );
+        } else {
+            conf.push_str("ssl = off\n");
+            hba.push_str("host all all 127.0.0.1/32 scram-sha-256\n");
+        }
+        let conf_path = data_dir.join("postgresql.conf");
+        let mut full =
+            fs::read_to_string(&conf_path).context(|| format!("read {}", conf_path.display()))?;
+        full.push_str(&conf);
+        write_service_file(&conf_path, full.as_bytes(), 0o600)?;
+        write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
+
+        // Another process may take the port between our probe and the server's bind: retry.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port()?;
+            match spawn_server(dir.path(), &data_dir, port, &log) {
+                Ok(child) => {
+                    return Ok(Postgres {
+                        child: Mutex::new(Some(child)),
+                        port,
+                        tls: certs.is_some(),
+                        data_dir,
+                        log,
+                        dir,
+                    });
+                }
+                Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the server was started with `ssl = on` (and rejects plaintext TCP).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The directory holding the unix socket (for `psql -h <dir> -p <port> -U postgres`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The server's log file (stdout and stderr of the postmaster).
+    pub fn log_file(&self) -> &Path {
+        &self.log
+    }
+
+    /// Starts the server again after [`Postgres::stop`], on the same port and data directory, and
+    /// waits until it accepts connections. Does nothing if it is running.
+    pub fn start(&self) -> Result<()> {
+        let mut guard = lock(&self.child);
+        if running(&mut guard) {
+            return Ok(());
+        }
+        *guard = Some(spawn_server(
+            self.dir.path(),
+            &self.data_dir,
+            self.port,
+            &self.log,
+        )?);
+        Ok(())
+    }
+
+    /// Stops the server (fast shutdown: open sessions are terminated) and waits for it to exit.
+    /// Clients then get "connection refused". Does nothing if it is not running.
+    pub fn stop(&self) {
+        if let Some(mut child) = lock(&self.child).take() {
+            stop_child(&mut child, libc::SIGINT, Duration::from_secs(30));
+        }
+    }
+
+    /// Whether the postmaster is running (it may still be starting up).
+    pub fn is_running(&self) -> bool {
+        running(&mut lock(&self.child))
+    }
+
+    /// Runs SQL as the superuser `postgres` over the unix socket, in database `db`
+    /// (`psql -v ON_ERROR_STOP=1 -X -q -At -f -`). Returns psql's output without the final
+    /// newline: one line per row, columns separated by `|`.
+    pub fn admin_psql(&self, db: &str, sql: &str) -> Result<String> {
+        let mut cmd = Command::new(pg_bin("psql"));
+        cmd.arg("-h")
+            .arg(&self.data_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres", "-d", db])
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-At", "-f", "-"]);
+        as_service_user(&mut cmd)?;
+        let out = run(cmd, Some(sql), PSQL_TIMEOUT)
+            .context(|| format!("psql as postgres in database {db}"))?;
+        Ok(out.trim_end_matches('\n').to_owned())
+    }
+
+    /// `CREATE DATABASE`.
+    pub fn create_database(&self, name: &str) -> Result<()> {
+        self.admin_psql(
+            "postgres",
+            &format!("CREATE DATABASE {}", quote_ident(name)),
+        )
+        .map(drop)
+    }
+
+    /// Creates a login role with a password (stored as a SCRAM verifier).
+    pub fn create_role(&self, name: &str, password: &str) -> Result<()> {
+        self.admin_psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {} LOGIN PASSWORD {}",
+                quote_ident(name),
+                quote_literal(password)
+            ),
+        )
+        .map(drop)
+    }
+
+    /// `ALTER ROLE ... PASSWORD`. PgBouncer keeps the old verifier until
+    /// [`crate::PgBouncer::refresh_auth`].
+    pub fn set_password(&self, role: &str, password: &str) -> Result<()> {
+        self.admin_psql(
+            "postgres",
+            &format!(
+                "ALTER ROLE {} PASSWORD {}",
+                quote_ident(role),
+                quote_literal(password)
+            ),
+        )
+        .map(drop)
+    }
+
+    /// The role's `rolpassword` from `pg_authid`: `SCRAM-SHA-256$<iterations>:<salt>$<keys>`.
+    pub fn scram_verifier(&self, role: &str) -> Result<String> {
+        let out = self.admin_psql(
+            "postgres",
+            &format!(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = {}",
+                quote_literal(role)
+            ),
+        )?;
+        let verifier = out.trim();
+        if verifier.starts_with("SCRAM-SHA-256$") {
+            Ok(verifier.to_owned())
+        } else {
+            Err(Error::msg(format!(
+                "role {role:?} has no SCRAM verifier (got {:?})",
+                verifier.get(..14).unwrap_or(verifier)
+            )))
+        }
+    }
+
+    /// Shuts down immediately and removes the directory (what `Drop` does).
+    pub(crate) fn teardown(&self) {
+        if let Some(mut child) = lock(&self.child).take() {
+            stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
+        }
+        self.dir.remove();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Starts the postmaster and waits until it accepts connections on its unix socket.
+fn spawn_server(dir: &Path, data_dir: &Path, port: u16, log: &Path) -> Result<Child> {
+    let mut cmd = Command::new(pg_bin("postgres"));
+    cmd.arg("-D")
+        .arg(data_dir)
+        .arg("-p")
+        .arg(port.to_string())
+        .current_dir(dir);
+    as_service_user(&mut cmd)?;
+    // SIGQUIT = immediate shutdown: the postmaster takes its backends down and releases its
+    // shared memory, even if the test process is killed.
+    let mut child = spawn_supervised(cmd, libc::SIGQUIT, log)?;
+    let ready = wait_ready(
+        &format!("postgres on port {port}"),
+        &mut child,
+        log,
+        START_TIMEOUT,
+        || {
+            let mut probe = Command::new(pg_bin("pg_isready"));
+            probe
+                .arg("-q")
+                .arg("-h")
+                .arg(data_dir)
+                .arg("-p")
+                .arg(port.to_string())
+                .args(["-U", "postgres", "-d", "postgres", "-t", "2"]);
+            as_service_user(&mut probe).is_ok() && run(probe, None, Duration::from_secs(5)).is_ok()
+        },
+    );
+    match ready {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(5));
+            Err(e)
+        }
+    }
+}
+
+fn copy_for_service(from: &Path, to: &Path, mode: u32) -> Result<()> {
+    let bytes = fs::read(from).context(|| format!("read {}", from.display()))?;
+    write_service_file(to, &bytes, mode)
+}
+
+/// `"ident"` with embedded quotes doubled.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'literal'` with embedded quotes doubled (standard_conforming_strings is on).
+pub(crate) fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

@@ -1,0 +1,260 @@
+//! Everything together: certificates, PostgreSQL with TLS, PgBouncer in front, moto.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::json;
+
+use crate::certs::Certs;
+use crate::error::{Context, Result};
+use crate::moto::Moto;
+use crate::pgbouncer::{PgBouncer, PgBouncerOptions};
+use crate::postgres::{Postgres, quote_ident};
+use crate::process::{InstanceDir, lock, random_hex};
+
+/// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer, TLS both ways,
+/// SCRAM, transaction pooling) and Secrets Manager (moto).
+///
+/// Fields are public so tests can drive each piece (`stack.pg.stop()`,
+/// `stack.moto.put_secret_value(..)`, ...). Dropping a `Stack` stops everything and removes its
+/// files; the one from [`Stack::shared`] is stopped when the process exits.
+#[derive(Debug)]
+pub struct Stack {
+    /// PgBouncer: what the application connects to (`host=localhost`, [`PgBouncer::port`]).
+    pub bouncer: PgBouncer,
+    /// PostgreSQL behind PgBouncer.
+    pub pg: Postgres,
+    /// Secrets Manager.
+    pub moto: Moto,
+    /// The CA (trusted by clients) and the certificate both servers present.
+    pub certs: Certs,
+    seq: AtomicU32,
+    dir: InstanceDir,
+}
+
+/// Settings of a [`Stack`].
+#[derive(Clone, Debug, Default)]
+pub struct StackOptions {
+    /// PgBouncer settings (pool size, ...).
+    pub bouncer: PgBouncerOptions,
+}
+
+impl Stack {
+    /// Starts a stack with default options; panics with the reason (and the failing service's
+    /// log) if anything does not come up.
+    pub fn start() -> Stack {
+        match Self::start_with(&StackOptions::default()) {
+            Ok(stack) => stack,
+            Err(e) => panic!("local-stack: starting the stack failed: {e:?}"),
+        }
+    }
+
+    /// Starts a stack with the given options.
+    pub fn start_with(options: &StackOptions) -> Result<Stack> {
+        let dir = InstanceDir::create("stack")?;
+        let certs = Certs::generate(&dir.path().join("certs"))?;
+        // PostgreSQL (initdb) and moto (Python start-up) are slow and independent: overlap them.
+        let moto = std::thread::spawn(Moto::launch);
+        let pg = Postgres::start_tls(&certs);
+        let moto = moto
+            .join()
+            .unwrap_or_else(|_| Err(crate::Error::msg("moto start-up thread panicked")));
+        let (pg, moto) = (pg?, moto?);
+        let bouncer = PgBouncer::start_for(&pg, &certs, &options.bouncer)?;
+        Ok(Stack {
+            bouncer,
+            pg,
+            moto,
+            certs,
+            seq: AtomicU32::new(0),
+            dir,
+        })
+    }
+
+    /// One stack per test process, started by the first caller; later callers (from any test
+    /// thread) wait for it and share it. Its processes are stopped and its files removed when
+    /// the process exits: by an `atexit` hook on a normal exit, by their parent-death signal if
+    /// the process is killed, and at worst by the next run's stale-directory clean-up.
+    ///
+    /// Tests that stop or reconfigure services should use their own [`Stack::start`] instead.
+    pub fn shared() -> &'static Stack {
+        static SHARED: OnceLock<Stack> = OnceLock::new();
+        static INIT: Mutex<()> = Mutex::new(());
+        extern "C" fn stop_shared() {
+            if let Some(stack) = SHARED.get() {
+                let _ = std::panic::catch_unwind(|| stack.teardown());
+            }
+        }
+        if let Some(stack) = SHARED.get() {
+            return stack;
+        }
+        // A failed start is retried by the next caller instead of poisoning every later test.
+        let _guard = lock(&INIT);
+        SHARED.get_or_init(|| {
+            let stack = Stack::start();
+            // SAFETY: registering a plain extern "C" function without arguments.
+            unsafe {
+                libc::atexit(stop_shared);
+            }
+            stack
+        })
+    }
+
+    /// A new database named `test_<n>`: applies `schema_sql` as the superuser, creates a login
+    /// role `test_<n>_app` with a random password and `SELECT, INSERT` on all tables (and
+    /// `USAGE, SELECT` on all sequences) in `public`, makes PgBouncer accept it, and stores an
+    /// RDS-style secret named `test_<n>` in moto. Each database has its own role, so a test
+    /// can rotate its password without disturbing tests running in parallel.
+    ///
+    /// Panics with the reason on failure (test helper); see [`Stack::create_app_database`].
+    pub fn new_database(&self, schema_sql: &str) -> TestDb<'_> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("test_{n}");
+        match self.create_app_database(&name, &format!("{name}_app"), schema_sql) {
+            Ok(db) => db,
+            Err(e) => panic!("local-stack: creating database {name} failed: {e:?}"),
+        }
+    }
+
+    /// [`Stack::new_database`] with the names chosen by the caller: database `name`, login role
+    /// `role`, secret `name`.
+    pub fn create_app_database(
+        &self,
+        name: &str,
+        role: &str,
+        schema_sql: &str,
+    ) -> Result<TestDb<'_>> {
+        let password = random_hex(16);
+        self.pg.create_database(name)?;
+        // The role exists before the schema runs, so the schema may grant it more.
+        self.pg.create_role(role, &password)?;
+        self.pg
+            .admin_psql(name, schema_sql)
+            .context(|| format!("apply the schema to database {name}"))?;
+        let role_ident = quote_ident(role);
+        self.pg.admin_psql(
+            name,
+            &format!(
+                "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role_ident};\n\
+                 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role_ident};\n"
+            ),
+        )?;
+        self.bouncer.refresh_auth(&self.pg, &[role])?;
+        let mut db = TestDb {
+            stack: self,
+            name: name.to_owned(),
+            role: role.to_owned(),
+            secret_id: name.to_owned(),
+            secret_arn: String::new(),
+            password: Mutex::new(password.clone()),
+        };
+        db.secret_arn = self.moto.create_secret(name, &db.secret_json(&password))?;
+        Ok(db)
+    }
+
+    /// Stops everything and removes all files (what `Drop` does; used at exit for the shared
+    /// stack, which is never dropped).
+    fn teardown(&self) {
+        self.bouncer.teardown();
+        self.pg.teardown();
+        self.moto.teardown();
+        self.dir.remove();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// A database of a [`Stack`] with its own login role and its secret in moto.
+#[derive(Debug)]
+pub struct TestDb<'a> {
+    stack: &'a Stack,
+    /// Database name (also the secret's name).
+    pub name: String,
+    /// The application's login role (`username` in the secret).
+    pub role: String,
+    /// The secret's name, to pass as `SecretId`.
+    pub secret_id: String,
+    /// The secret's ARN (changes if moto is restarted; the name does not).
+    pub secret_arn: String,
+    password: Mutex<String>,
+}
+
+impl TestDb<'_> {
+    /// The role's current password (changes with [`TestDb::rotate_password`]).
+    pub fn app_password(&self) -> String {
+        lock(&self.password).clone()
+    }
+
+    /// Runs SQL in this database as the superuser (see [`Postgres::admin_psql`]).
+    pub fn admin_psql(&self, sql: &str) -> Result<String> {
+        self.stack.pg.admin_psql(&self.name, sql)
+    }
+
+    /// The RDS-format secret for this database with `password`:
+    /// `{"username","password","host":"localhost","port":<PgBouncer>,"dbname","engine":"postgres"}`.
+    pub fn secret_json(&self, password: &str) -> String {
+        json!({
+            "username": self.role,
+            "password": password,
+            "host": "localhost",
+            "port": self.stack.bouncer.port(),
+            "dbname": self.name,
+            "engine": "postgres",
+        })
+        .to_string()
+    }
+
+    /// Rotates the password the way Secrets Manager rotation ends up: PostgreSQL first, then
+    /// PgBouncer's auth file, then the secret's current version. Returns the new password.
+    pub fn rotate_password(&self) -> Result<String> {
+        let password = random_hex(16);
+        self.stack.pg.set_password(&self.role, &password)?;
+        self.stack
+            .bouncer
+            .refresh_auth(&self.stack.pg, &[&self.role])?;
+        self.stack
+            .moto
+            .put_secret_value(&self.secret_id, &self.secret_json(&password))?;
+        *lock(&self.password) = password.clone();
+        Ok(password)
+    }
+
+    /// A libpq connection string through PgBouncer with full TLS verification, for `psql`.
+    /// The password is not included (pass `PGPASSWORD`).
+    pub fn bouncer_conninfo(&self) -> String {
+        format!(
+            "host=localhost port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
+            self.stack.bouncer.port(),
+            self.name,
+            self.role,
+            self.stack.certs.ca_pem.display()
+        )
+    }
+
+    /// The environment the Lambda reads, pointing at this stack and database (`DB_SECRET_ID`,
+    /// `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_CA_FILE`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`,
+    /// `AWS_REGION`, fake AWS keys) plus `PG_ADMIN_SOCKET_DIR` and `PG_PORT` for admin `psql`.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let s = self.stack;
+        vec![
+            ("DB_SECRET_ID", self.secret_id.clone()),
+            ("DB_HOST", "localhost".to_owned()),
+            ("DB_PORT", s.bouncer.port().to_string()),
+            ("DB_NAME", self.name.clone()),
+            ("DB_CA_FILE", s.certs.ca_pem.display().to_string()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", s.moto.endpoint()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            (
+                "PG_ADMIN_SOCKET_DIR",
+                s.pg.socket_dir().display().to_string(),
+            ),
+            ("PG_PORT", s.pg.port().to_string()),
+        ]
+    }
+}

@@ -1,0 +1,136 @@
+//! `Stack::shared()` starts once per test process, and a client built like the Lambda's
+//! (tokio-postgres + rustls, verify-full against our CA) works through PgBouncer.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use common::SCHEMA;
+use local_stack::Stack;
+
+/// Which test got the shared stack first, and where it was.
+static FIRST: OnceLock<(usize, u16)> = OnceLock::new();
+
+fn check_shared_once() {
+    let started = Instant::now();
+    let stack = Stack::shared();
+    let me = (stack as *const Stack as usize, stack.pg.port());
+    assert_eq!(
+        *FIRST.get_or_init(|| me),
+        me,
+        "a second shared stack was started"
+    );
+    // Exactly one PostgreSQL instance directory belongs to this process.
+    let prefix = format!("{}-", std::process::id());
+    let base = std::env::var_os("LOCAL_STACK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("local-stack"));
+    let postgres_dirs = std::fs::read_dir(base)
+        .expect("list base dir")
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with("-postgres")
+        })
+        .count();
+    assert_eq!(postgres_dirs, 1);
+    eprintln!("Stack::shared() returned after {:?}", started.elapsed());
+}
+
+#[test]
+fn shared_stack_is_started_once_a() {
+    check_shared_once();
+}
+
+#[test]
+fn shared_stack_is_started_once_b() {
+    check_shared_once();
+}
+
+#[test]
+fn stack_start_time() {
+    let started = Instant::now();
+    let stack = Stack::start();
+    let up = started.elapsed();
+    let started = Instant::now();
+    let _db = stack.new_database(SCHEMA);
+    eprintln!(
+        "Stack::start(): {up:?}; new_database: {:?}",
+        started.elapsed()
+    );
+}
+
+fn tls_connector(ca_pem: &std::path::Path) -> tokio_postgres_rustls::MakeRustlsConnect {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem).expect("read CA") {
+        roots.add(cert.expect("parse CA")).expect("add CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// More clients than PgBouncer has server connections (pool size 2), each doing unnamed-statement
+/// queries as the Lambda must in transaction pooling, over rustls with verify-full.
+#[tokio::test(flavor = "current_thread")]
+async fn tokio_postgres_with_rustls_works_through_the_pool() {
+    let stack = Stack::shared();
+    let db = stack.new_database(SCHEMA);
+    let tls = tls_connector(&stack.certs.ca_pem);
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("localhost")
+        .port(stack.bouncer.port())
+        .dbname(&db.name)
+        .user(&db.role)
+        .password(db.app_password())
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let (client, connection) = config
+            .connect(tls.clone())
+            .await
+            .expect("connect via PgBouncer");
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    for (i, client) in clients.iter().enumerate() {
+        let rows = client
+            .query_typed(
+                "INSERT INTO users (sub, email) VALUES (gen_random_uuid(), $1) RETURNING email",
+                &[(
+                    &format!("u{i}@example.com"),
+                    tokio_postgres::types::Type::TEXT,
+                )],
+            )
+            .await
+            .expect("insert through PgBouncer");
+        assert_eq!(rows[0].get::<_, String>(0), format!("u{i}@example.com"));
+    }
+    assert_eq!(
+        db.admin_psql("SELECT count(*) FROM users").expect("count"),
+        "6"
+    );
+
+    // `options` is not in ignore_startup_parameters: PgBouncer 1.18 refuses it outright.
+    config.options("-c search_path=public");
+    let err = config
+        .connect(tls.clone())
+        .await
+        .err()
+        .expect("options refused");
+    assert!(
+        format!("{err:?}").contains("unsupported startup parameter"),
+        "{err:?}"
+    );
+}
