@@ -32,3 +32,15 @@ pub use moto::Moto;
 pub use pgbouncer::{PgBouncer, PgBouncerOptions};
 pub use postgres::Postgres;
 pub use stack::{Stack, StackOptions, TestDb};
+
+/// Where instance directories are created: `$LOCAL_STACK_DIR`, else `<tmp>/local-stack`.
+pub fn base_dir() -> std::path::PathBuf {
+    process::base_dir()
+}
+
+/// Kills what dead processes (e.g. a test binary killed by a signal) left running under `base`
+/// (see [`base_dir`]) and removes their files. Runs by itself on [`base_dir`] once per process,
+/// before the first instance starts.
+pub fn clean_stale_dirs(base: &std::path::Path) {
+    process::clean_stale(base);
+}

@@ -133,6 +133,20 @@ impl Moto {
             .ok_or_else(|| Error::msg(format!("GetSecretValue without SecretString: {answer}")))
     }
 
+    /// Creates the secret again, with the latest value set through this type, if moto does not
+    /// have it (e.g. it was restarted by someone else). Does nothing if it exists.
+    pub fn ensure_secret(&self, name: &str) -> Result<()> {
+        if self.get_secret_value(name).is_ok() {
+            return Ok(());
+        }
+        let value = lock(&self.secrets)
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| Error::msg(format!("secret {name} was not created through Moto")))?;
+        self.create_secret_unrecorded(name, &value).map(drop)
+    }
+
     /// One Secrets Manager JSON call (`X-Amz-Target: secretsmanager.<action>`). Errors carry the
     /// HTTP status and moto's error body.
     pub fn call(&self, action: &str, body: &Value) -> Result<Value> {
@@ -148,7 +162,16 @@ impl Moto {
 
     /// Starts moto again on the same port after [`Moto::stop`] and re-creates the secrets made
     /// through [`Moto::create_secret`] with their latest values. Does nothing if it is running.
-    pub fn start(&self) -> Result<()> {
+    ///
+    /// Panics with the reason and the log tail (test helper); see [`Moto::try_start`].
+    pub fn start(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("local-stack: restarting moto failed: {e:?}");
+        }
+    }
+
+    /// [`Moto::start`] returning the error instead of panicking.
+    pub fn try_start(&self) -> Result<()> {
         {
             let mut guard = lock(&self.child);
             if running(&mut guard) {

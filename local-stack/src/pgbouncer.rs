@@ -185,7 +185,16 @@ impl PgBouncer {
 
     /// Starts PgBouncer again after [`PgBouncer::stop`] on the same port, with the current auth
     /// file, and waits until it accepts TCP connections. Does nothing if it is running.
-    pub fn start(&self) -> Result<()> {
+    ///
+    /// Panics with the reason and the log tail (test helper); see [`PgBouncer::try_start`].
+    pub fn start(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("local-stack: restarting pgbouncer failed: {e:?}");
+        }
+    }
+
+    /// [`PgBouncer::start`] returning the error instead of panicking.
+    pub fn try_start(&self) -> Result<()> {
         let mut guard = lock(&self.child);
         if running(&mut guard) {
             return Ok(());

@@ -171,7 +171,16 @@ impl Postgres {
 
     /// Starts the server again after [`Postgres::stop`], on the same port and data directory, and
     /// waits until it accepts connections. Does nothing if it is running.
-    pub fn start(&self) -> Result<()> {
+    ///
+    /// Panics with the reason and the log tail (test helper); see [`Postgres::try_start`].
+    pub fn start(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("local-stack: restarting postgres failed: {e:?}");
+        }
+    }
+
+    /// [`Postgres::start`] returning the error instead of panicking.
+    pub fn try_start(&self) -> Result<()> {
         let mut guard = lock(&self.child);
         if running(&mut guard) {
             return Ok(());

@@ -512,7 +512,7 @@ fn create_base_dir(base: &Path) -> Result<()> {
 
 /// Kills what dead test processes left running and removes their directories. A process counts
 /// as dead when its `<pid>.lock` is missing or can be locked.
-fn clean_stale(base: &Path) {
+pub(crate) fn clean_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
     };

@@ -1,12 +1,13 @@
 //! Everything together: certificates, PostgreSQL with TLS, PgBouncer in front, moto.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::json;
 
 use crate::certs::Certs;
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::moto::Moto;
 use crate::pgbouncer::{PgBouncer, PgBouncerOptions};
 use crate::postgres::{Postgres, quote_ident};
@@ -21,11 +22,11 @@ use crate::process::{InstanceDir, lock, random_hex};
 #[derive(Debug)]
 pub struct Stack {
     /// PgBouncer: what the application connects to (`host=localhost`, [`PgBouncer::port`]).
-    pub bouncer: PgBouncer,
+    pub bouncer: Arc<PgBouncer>,
     /// PostgreSQL behind PgBouncer.
-    pub pg: Postgres,
+    pub pg: Arc<Postgres>,
     /// Secrets Manager.
-    pub moto: Moto,
+    pub moto: Arc<Moto>,
     /// The CA (trusted by clients) and the certificate both servers present.
     pub certs: Certs,
     seq: AtomicU32,
@@ -58,13 +59,13 @@ impl Stack {
         let pg = Postgres::start_tls(&certs);
         let moto = moto
             .join()
-            .unwrap_or_else(|_| Err(crate::Error::msg("moto start-up thread panicked")));
+            .unwrap_or_else(|_| Err(Error::msg("moto start-up thread panicked")));
         let (pg, moto) = (pg?, moto?);
         let bouncer = PgBouncer::start_for(&pg, &certs, &options.bouncer)?;
         Ok(Stack {
-            bouncer,
-            pg,
-            moto,
+            bouncer: Arc::new(bouncer),
+            pg: Arc::new(pg),
+            moto: Arc::new(moto),
             certs,
             seq: AtomicU32::new(0),
             dir,
@@ -100,14 +101,14 @@ impl Stack {
         })
     }
 
-    /// A new database named `test_<n>`: applies `schema_sql` as the superuser, creates a login
-    /// role `test_<n>_app` with a random password and `SELECT, INSERT` on all tables (and
-    /// `USAGE, SELECT` on all sequences) in `public`, makes PgBouncer accept it, and stores an
-    /// RDS-style secret named `test_<n>` in moto. Each database has its own role, so a test
-    /// can rotate its password without disturbing tests running in parallel.
+    /// A new database named `test_<n>`: creates a login role `test_<n>_app` with a random
+    /// password, applies `schema_sql` as the superuser, grants the role `SELECT, INSERT` on all
+    /// tables (and `USAGE, SELECT` on all sequences) in `public`, makes PgBouncer accept it, and
+    /// stores an RDS-style secret named `test_<n>` in moto. Each database has its own role, so a
+    /// test can rotate its password without disturbing tests running in parallel.
     ///
     /// Panics with the reason on failure (test helper); see [`Stack::create_app_database`].
-    pub fn new_database(&self, schema_sql: &str) -> TestDb<'_> {
+    pub fn new_database(&self, schema_sql: &str) -> TestDb {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("test_{n}");
         match self.create_app_database(&name, &format!("{name}_app"), schema_sql) {
@@ -117,16 +118,10 @@ impl Stack {
     }
 
     /// [`Stack::new_database`] with the names chosen by the caller: database `name`, login role
-    /// `role`, secret `name`.
-    pub fn create_app_database(
-        &self,
-        name: &str,
-        role: &str,
-        schema_sql: &str,
-    ) -> Result<TestDb<'_>> {
+    /// `role` (created before the schema runs, so the schema may grant it more), secret `name`.
+    pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
         let password = random_hex(16);
         self.pg.create_database(name)?;
-        // The role exists before the schema runs, so the schema may grant it more.
         self.pg.create_role(role, &password)?;
         self.pg
             .admin_psql(name, schema_sql)
@@ -141,14 +136,19 @@ impl Stack {
         )?;
         self.bouncer.refresh_auth(&self.pg, &[role])?;
         let mut db = TestDb {
-            stack: self,
             name: name.to_owned(),
             role: role.to_owned(),
             secret_id: name.to_owned(),
             secret_arn: String::new(),
-            password: Mutex::new(password.clone()),
+            app_password: password,
+            ca_pem: self.certs.ca_pem.clone(),
+            pg: Arc::clone(&self.pg),
+            bouncer: Arc::clone(&self.bouncer),
+            moto: Arc::clone(&self.moto),
         };
-        db.secret_arn = self.moto.create_secret(name, &db.secret_json(&password))?;
+        db.secret_arn = self
+            .moto
+            .create_secret(name, &db.secret_json(&db.app_password))?;
         Ok(db)
     }
 
@@ -169,9 +169,11 @@ impl Drop for Stack {
 }
 
 /// A database of a [`Stack`] with its own login role and its secret in moto.
+///
+/// It holds its own handles to the stack's services (no borrow), so it can be kept in a test's
+/// struct; once the `Stack` is dropped its methods fail.
 #[derive(Debug)]
-pub struct TestDb<'a> {
-    stack: &'a Stack,
+pub struct TestDb {
     /// Database name (also the secret's name).
     pub name: String,
     /// The application's login role (`username` in the secret).
@@ -180,18 +182,43 @@ pub struct TestDb<'a> {
     pub secret_id: String,
     /// The secret's ARN (changes if moto is restarted; the name does not).
     pub secret_arn: String,
-    password: Mutex<String>,
+    /// The password the role was created with ([`TestDb::rotate_password`] does not update it).
+    pub app_password: String,
+    ca_pem: PathBuf,
+    pg: Arc<Postgres>,
+    bouncer: Arc<PgBouncer>,
+    moto: Arc<Moto>,
 }
 
-impl TestDb<'_> {
-    /// The role's current password (changes with [`TestDb::rotate_password`]).
-    pub fn app_password(&self) -> String {
-        lock(&self.password).clone()
+impl TestDb {
+    /// Runs SQL in this database as the superuser and returns psql's unaligned output (see
+    /// [`Postgres::admin_psql`]). Panics with psql's error (test helper).
+    pub fn admin_psql(&self, sql: &str) -> String {
+        match self.try_admin_psql(sql) {
+            Ok(out) => out,
+            Err(e) => panic!("local-stack: admin SQL in {} failed: {e:?}", self.name),
+        }
     }
 
-    /// Runs SQL in this database as the superuser (see [`Postgres::admin_psql`]).
-    pub fn admin_psql(&self, sql: &str) -> Result<String> {
-        self.stack.pg.admin_psql(&self.name, sql)
+    /// [`TestDb::admin_psql`] returning the error instead.
+    pub fn try_admin_psql(&self, sql: &str) -> Result<String> {
+        self.pg.admin_psql(&self.name, sql)
+    }
+
+    /// `psql` arguments for an admin session in this database over the unix socket
+    /// (`-h <socket dir> -p <port> -U postgres -d <name>`), for tests that need a session of
+    /// their own (e.g. to hold a lock).
+    pub fn admin_psql_args(&self) -> Vec<String> {
+        vec![
+            "-h".to_owned(),
+            self.pg.socket_dir().display().to_string(),
+            "-p".to_owned(),
+            self.pg.port().to_string(),
+            "-U".to_owned(),
+            "postgres".to_owned(),
+            "-d".to_owned(),
+            self.name.clone(),
+        ]
     }
 
     /// The RDS-format secret for this database with `password`:
@@ -201,26 +228,58 @@ impl TestDb<'_> {
             "username": self.role,
             "password": password,
             "host": "localhost",
-            "port": self.stack.bouncer.port(),
+            "port": self.bouncer.port(),
             "dbname": self.name,
             "engine": "postgres",
         })
         .to_string()
     }
 
-    /// Rotates the password the way Secrets Manager rotation ends up: PostgreSQL first, then
-    /// PgBouncer's auth file, then the secret's current version. Returns the new password.
-    pub fn rotate_password(&self) -> Result<String> {
-        let password = random_hex(16);
-        self.stack.pg.set_password(&self.role, &password)?;
-        self.stack
-            .bouncer
-            .refresh_auth(&self.stack.pg, &[&self.role])?;
-        self.stack
+    /// Changes the role's password the way a Secrets Manager rotation ends up: PostgreSQL first,
+    /// then PgBouncer's auth file (reloaded), then the secret's current version.
+    /// Panics on failure (test helper); see [`TestDb::try_rotate_password`].
+    pub fn rotate_password(&self, new_password: &str) {
+        if let Err(e) = self.try_rotate_password(new_password) {
+            panic!(
+                "local-stack: rotating the password of {} failed: {e:?}",
+                self.role
+            );
+        }
+    }
+
+    /// [`TestDb::rotate_password`] returning the error instead.
+    pub fn try_rotate_password(&self, new_password: &str) -> Result<()> {
+        self.pg.set_password(&self.role, new_password)?;
+        self.bouncer.refresh_auth(&self.pg, &[&self.role])?;
+        self.moto
+            .put_secret_value(&self.secret_id, &self.secret_json(new_password))
+    }
+
+    /// Puts a new secret version with `password` and changes nothing else: a secret that no
+    /// longer matches the database (or, with the right password, one that is fixed again).
+    /// Panics on failure (test helper).
+    pub fn put_secret_password(&self, password: &str) {
+        if let Err(e) = self
             .moto
-            .put_secret_value(&self.secret_id, &self.secret_json(&password))?;
-        *lock(&self.password) = password.clone();
-        Ok(password)
+            .put_secret_value(&self.secret_id, &self.secret_json(password))
+        {
+            panic!(
+                "local-stack: updating secret {} failed: {e:?}",
+                self.secret_id
+            );
+        }
+    }
+
+    /// Makes sure the secret exists with its latest value (for use after moto restarted).
+    /// [`Moto::start`] already re-creates secrets, so this is usually a no-op.
+    /// Panics on failure (test helper).
+    pub fn recreate_secret(&self) {
+        if let Err(e) = self.moto.ensure_secret(&self.secret_id) {
+            panic!(
+                "local-stack: re-creating secret {} failed: {e:?}",
+                self.secret_id
+            );
+        }
     }
 
     /// A libpq connection string through PgBouncer with full TLS verification, for `psql`.
@@ -228,10 +287,10 @@ impl TestDb<'_> {
     pub fn bouncer_conninfo(&self) -> String {
         format!(
             "host=localhost port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
-            self.stack.bouncer.port(),
+            self.bouncer.port(),
             self.name,
             self.role,
-            self.stack.certs.ca_pem.display()
+            self.ca_pem.display()
         )
     }
 
@@ -239,22 +298,21 @@ impl TestDb<'_> {
     /// `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_CA_FILE`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`,
     /// `AWS_REGION`, fake AWS keys) plus `PG_ADMIN_SOCKET_DIR` and `PG_PORT` for admin `psql`.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        let s = self.stack;
         vec![
             ("DB_SECRET_ID", self.secret_id.clone()),
             ("DB_HOST", "localhost".to_owned()),
-            ("DB_PORT", s.bouncer.port().to_string()),
+            ("DB_PORT", self.bouncer.port().to_string()),
             ("DB_NAME", self.name.clone()),
-            ("DB_CA_FILE", s.certs.ca_pem.display().to_string()),
-            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", s.moto.endpoint()),
+            ("DB_CA_FILE", self.ca_pem.display().to_string()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", self.moto.endpoint()),
             ("AWS_REGION", "us-east-1".to_owned()),
             ("AWS_ACCESS_KEY_ID", "test".to_owned()),
             ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
             (
                 "PG_ADMIN_SOCKET_DIR",
-                s.pg.socket_dir().display().to_string(),
+                self.pg.socket_dir().display().to_string(),
             ),
-            ("PG_PORT", s.pg.port().to_string()),
+            ("PG_PORT", self.pg.port().to_string()),
         ]
     }
 }

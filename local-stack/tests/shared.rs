@@ -92,7 +92,7 @@ async fn tokio_postgres_with_rustls_works_through_the_pool() {
         .port(stack.bouncer.port())
         .dbname(&db.name)
         .user(&db.role)
-        .password(db.app_password())
+        .password(&db.app_password)
         .ssl_mode(tokio_postgres::config::SslMode::Require);
 
     let mut clients = Vec::new();
@@ -117,10 +117,7 @@ async fn tokio_postgres_with_rustls_works_through_the_pool() {
             .expect("insert through PgBouncer");
         assert_eq!(rows[0].get::<_, String>(0), format!("u{i}@example.com"));
     }
-    assert_eq!(
-        db.admin_psql("SELECT count(*) FROM users").expect("count"),
-        "6"
-    );
+    assert_eq!(db.admin_psql("SELECT count(*) FROM users"), "6");
 
     // `options` is not in ignore_startup_parameters: PgBouncer 1.18 refuses it outright.
     config.options("-c search_path=public");

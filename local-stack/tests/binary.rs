@@ -1,0 +1,265 @@
+//! The `local-stack up` binary: env file, readiness line, and teardown on stdin EOF, SIGTERM and
+//! (through the children's parent-death signal) SIGKILL.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::psql;
+
+const SCHEMA: &str = "CREATE TABLE users (sub uuid PRIMARY KEY, email text NOT NULL);";
+
+struct Up {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    env: HashMap<String, String>,
+    env_file: PathBuf,
+    dir: PathBuf,
+}
+
+/// Starts `local-stack up` with a pipe as stdin and waits for `ready`.
+fn up(tag: &str, base: Option<&Path>) -> Up {
+    let dir = std::env::temp_dir().join(format!("local-stack-bin-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let schema = dir.join("schema.sql");
+    std::fs::write(&schema, SCHEMA).expect("schema");
+    let env_file = dir.join("env");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_local-stack"));
+    if let Some(base) = base {
+        cmd.env("LOCAL_STACK_DIR", base);
+    }
+    let mut child = cmd
+        .arg("up")
+        .arg("--schema")
+        .arg(&schema)
+        .arg("--env-file")
+        .arg(&env_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn local-stack");
+    let stdin = child.stdin.take();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read stdout");
+    assert_eq!(line.trim(), "ready", "local-stack up did not get ready");
+    let env = std::fs::read_to_string(&env_file)
+        .expect("env file")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Up {
+        child,
+        stdin,
+        env,
+        env_file,
+        dir,
+    }
+}
+
+/// The direct children of `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// Whether `pid` is gone or a zombie.
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+    }
+}
+
+fn assert_all_die(pids: &[u32], within: Duration) {
+    let start = Instant::now();
+    while !pids.iter().all(|&p| is_dead(p)) {
+        assert!(
+            start.elapsed() < within,
+            "still running after {within:?}: {:?}",
+            pids.iter().filter(|&&p| !is_dead(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < within,
+            "local-stack did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Secrets Manager call by hand, as the Lambda's SDK would make it (minus the real signature).
+fn get_secret(endpoint: &str, id: &str) -> serde_json::Value {
+    let addr = endpoint.trim_start_matches("http://");
+    let body = serde_json::json!({ "SecretId": id }).to_string();
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to moto");
+    write!(
+        conn,
+        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         X-Amz-Target: secretsmanager.GetSecretValue\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=00\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("read");
+    let (_, payload) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let answer: serde_json::Value = serde_json::from_str(payload).expect("JSON");
+    serde_json::from_str(answer["SecretString"].as_str().expect("SecretString"))
+        .expect("secret JSON")
+}
+
+#[test]
+fn up_serves_the_app_database_and_stops_when_stdin_closes() {
+    let mut up = up("eof", None);
+    let env = &up.env;
+    for key in [
+        "DB_SECRET_ID",
+        "DB_HOST",
+        "DB_PORT",
+        "DB_NAME",
+        "DB_CA_FILE",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "PG_ADMIN_SOCKET_DIR",
+        "PG_PORT",
+    ] {
+        assert!(
+            env.contains_key(key),
+            "{key} missing from the env file: {env:?}"
+        );
+    }
+    assert_eq!(env["DB_HOST"], "localhost");
+    assert_eq!(env["DB_NAME"], "app");
+    assert_eq!(env["AWS_REGION"], "us-east-1");
+
+    // What the Lambda will do: secret from moto, then TLS + SCRAM through PgBouncer.
+    let secret = get_secret(
+        &env["AWS_ENDPOINT_URL_SECRETS_MANAGER"],
+        &env["DB_SECRET_ID"],
+    );
+    assert_eq!(secret["username"], "app");
+    assert_eq!(secret["dbname"], "app");
+    assert_eq!(secret["port"].to_string(), env["DB_PORT"]);
+    let conninfo = format!(
+        "host={} port={} dbname={} user=app sslmode=verify-full sslrootcert={}",
+        env["DB_HOST"], env["DB_PORT"], env["DB_NAME"], env["DB_CA_FILE"]
+    );
+    let password = secret["password"].as_str().expect("password");
+    psql(
+        &conninfo,
+        password,
+        "INSERT INTO users VALUES (gen_random_uuid(), 'x@example.com')",
+    )
+    .expect("insert through PgBouncer");
+    let admin = format!(
+        "host={} port={} dbname=app user=postgres",
+        env["PG_ADMIN_SOCKET_DIR"], env["PG_PORT"]
+    );
+    assert_eq!(
+        psql(&admin, "", "SELECT count(*) FROM users").expect("admin"),
+        "1"
+    );
+
+    let children = children_of(up.child.id());
+    assert_eq!(children.len(), 3, "postgres, pgbouncer, moto: {children:?}");
+    drop(up.stdin.take());
+    let status = wait_exit(&mut up.child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    assert_all_die(&children, Duration::from_secs(5));
+    assert!(!up.env_file.exists(), "env file is removed at teardown");
+    assert!(
+        !Path::new(&env["PG_ADMIN_SOCKET_DIR"]).exists(),
+        "data dir removed"
+    );
+    let _ = std::fs::remove_dir_all(&up.dir);
+}
+
+#[test]
+fn sigterm_tears_everything_down() {
+    let mut up = up("term", None);
+    let children = children_of(up.child.id());
+    assert_eq!(children.len(), 3, "{children:?}");
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(up.child.id() as i32, libc::SIGTERM);
+    }
+    let status = wait_exit(&mut up.child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    assert_all_die(&children, Duration::from_secs(5));
+    assert!(!Path::new(&up.env["PG_ADMIN_SOCKET_DIR"]).exists());
+    let _ = std::fs::remove_dir_all(&up.dir);
+}
+
+#[test]
+fn children_die_with_a_killed_parent_and_its_files_are_cleaned_up_later() {
+    // Its own base directory, so that no other process's start-up clean-up gets there first.
+    let base = std::env::temp_dir().join(format!("local-stack-bin-{}-base", std::process::id()));
+    let mut up = up("kill", Some(&base));
+    let children = children_of(up.child.id());
+    assert_eq!(children.len(), 3, "{children:?}");
+    up.child.kill().expect("SIGKILL local-stack");
+    up.child.wait().expect("reap");
+    // No teardown code ran: only PR_SET_PDEATHSIG can have stopped them.
+    assert_all_die(&children, Duration::from_secs(10));
+    let data_dir = PathBuf::from(&up.env["PG_ADMIN_SOCKET_DIR"]);
+    assert!(data_dir.exists(), "nothing removed the files yet");
+    local_stack::clean_stale_dirs(&base);
+    assert!(!data_dir.exists(), "stale files are removed");
+    let left: Vec<_> = std::fs::read_dir(&base)
+        .expect("base")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(&up.dir);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn bad_arguments_are_refused_with_usage() {
+    let out = Command::new(env!("CARGO_BIN_EXE_local-stack"))
+        .args(["up", "--schema"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: local-stack up"));
+}
