@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Context, Error, Result};
 use crate::process::{
-    InstanceDir, free_port, lock, running, signal, spawn_supervised, stop_child, wait_ready,
-    write_service_file,
+    InstanceDir, Supervised, lock, on_free_port, spawn_ready, write_service_file,
 };
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,7 +27,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Dropping it kills the process and removes its directory.
 #[derive(Debug)]
 pub struct Moto {
-    child: Mutex<Option<Child>>,
+    process: Supervised,
     /// (name, latest value) of every secret created through this type, in creation order.
     secrets: Mutex<Vec<(String, String)>>,
     port: u16,
@@ -55,24 +54,14 @@ impl Moto {
     pub fn launch() -> Result<Moto> {
         let dir = InstanceDir::create("moto")?;
         let log = dir.path().join("moto.log");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port()?;
-            match spawn_moto(dir.path(), port, &log) {
-                Ok(child) => {
-                    return Ok(Moto {
-                        child: Mutex::new(Some(child)),
-                        secrets: Mutex::new(Vec::new()),
-                        port,
-                        log,
-                        dir,
-                    });
-                }
-                Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let (port, child) = on_free_port(|port| spawn_moto(dir.path(), port, &log))?;
+        Ok(Moto {
+            process: Supervised::new(child),
+            secrets: Mutex::new(Vec::new()),
+            port,
+            log,
+            dir,
+        })
     }
 
     /// The TCP port on 127.0.0.1.
@@ -155,9 +144,7 @@ impl Moto {
 
     /// Kills moto: calls then fail with "connection refused". Does nothing if it is not running.
     pub fn stop(&self) {
-        if let Some(mut child) = lock(&self.child).take() {
-            stop_child(&mut child, libc::SIGKILL, Duration::ZERO);
-        }
+        self.process.stop(libc::SIGKILL, Duration::ZERO);
     }
 
     /// Starts moto again on the same port after [`Moto::stop`] and re-creates the secrets made
@@ -172,12 +159,11 @@ impl Moto {
 
     /// [`Moto::start`] returning the error instead of panicking.
     pub fn try_start(&self) -> Result<()> {
-        {
-            let mut guard = lock(&self.child);
-            if running(&mut guard) {
-                return Ok(());
-            }
-            *guard = Some(spawn_moto(self.dir.path(), self.port, &self.log)?);
+        let started = self
+            .process
+            .start_with(|| spawn_moto(self.dir.path(), self.port, &self.log))?;
+        if !started {
+            return Ok(());
         }
         let secrets = lock(&self.secrets).clone();
         for (name, value) in secrets {
@@ -190,16 +176,12 @@ impl Moto {
     /// Freezes moto (SIGSTOP): calls hang until the client's timeout, like an unreachable
     /// endpoint that drops packets. Undo with [`Moto::resume`].
     pub fn pause(&self) {
-        if let Some(child) = lock(&self.child).as_ref() {
-            signal(child, libc::SIGSTOP);
-        }
+        self.process.signal(libc::SIGSTOP);
     }
 
     /// Undoes [`Moto::pause`] (SIGCONT).
     pub fn resume(&self) {
-        if let Some(child) = lock(&self.child).as_ref() {
-            signal(child, libc::SIGCONT);
-        }
+        self.process.signal(libc::SIGCONT);
     }
 
     /// Kills the process and removes the directory (what `Drop` does).
@@ -221,7 +203,15 @@ fn spawn_moto(dir: &Path, port: u16, log: &Path) -> Result<Child> {
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .current_dir(dir)
         .env("PYTHONUNBUFFERED", "1");
-    let mut child = spawn_supervised(cmd, libc::SIGKILL, log).context(|| {
+    let child = spawn_ready(
+        &format!("moto_server on port {port}"),
+        cmd,
+        libc::SIGKILL,
+        log,
+        START_TIMEOUT,
+        || secretsmanager_call(port, "ListSecrets", &json!({})).is_ok(),
+    )
+    .context(|| {
         format!(
             "start {} (run scripts/install-deps.sh, or set MOTO_SERVER)",
             bin.display()
@@ -233,20 +223,7 @@ fn spawn_moto(dir: &Path, port: u16, log: &Path) -> Result<Child> {
         format!("{}\n", child.id()).as_bytes(),
         0o644,
     )?;
-    let ready = wait_ready(
-        &format!("moto_server on port {port}"),
-        &mut child,
-        log,
-        START_TIMEOUT,
-        || secretsmanager_call(port, "ListSecrets", &json!({})).is_ok(),
-    );
-    match ready {
-        Ok(()) => Ok(child),
-        Err(e) => {
-            stop_child(&mut child, libc::SIGKILL, Duration::ZERO);
-            Err(e)
-        }
-    }
+    Ok(child)
 }
 
 /// A hand-made HTTP/1.0 POST (no chunked encoding, the server closes the connection) with a

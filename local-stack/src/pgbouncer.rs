@@ -12,8 +12,8 @@ use crate::certs::Certs;
 use crate::error::{Context, Error, Result};
 use crate::postgres::Postgres;
 use crate::process::{
-    InstanceDir, as_service_user, free_port, lock, log_tail, running, signal, spawn_supervised,
-    stop_child, wait_ready, write_service_file,
+    InstanceDir, Supervised, as_service_user, lock, log_tail, on_free_port, spawn_ready,
+    write_service_file,
 };
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,7 +51,7 @@ impl Default for PgBouncerOptions {
 /// Dropping it kills the process and removes its directory.
 #[derive(Debug)]
 pub struct PgBouncer {
-    child: Mutex<Option<Child>>,
+    process: Supervised,
     /// role -> SCRAM verifier, as written to the auth file.
     users: Mutex<BTreeMap<String, String>>,
     port: u16,
@@ -106,10 +106,7 @@ impl PgBouncer {
         }
         write_service_file(&auth_file, b"", 0o600)?;
 
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port()?;
+        let (port, child) = on_free_port(|port| {
             let config = format!(
                 "[databases]\n\
                  * = host=127.0.0.1 port={pg_port}\n\
@@ -154,23 +151,17 @@ impl PgBouncer {
                 ca = ca.display(),
             );
             write_service_file(&ini, config.as_bytes(), 0o600)?;
-            match spawn_bouncer(path, &ini, port, &log) {
-                Ok(child) => {
-                    return Ok(PgBouncer {
-                        child: Mutex::new(Some(child)),
-                        users: Mutex::new(BTreeMap::new()),
-                        port,
-                        ini,
-                        auth_file,
-                        log,
-                        dir,
-                    });
-                }
-                // Another process took the port between our probe and PgBouncer's bind.
-                Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {}
-                Err(e) => return Err(e),
-            }
-        }
+            spawn_bouncer(path, &ini, port, &log)
+        })?;
+        Ok(PgBouncer {
+            process: Supervised::new(child),
+            users: Mutex::new(BTreeMap::new()),
+            port,
+            ini,
+            auth_file,
+            log,
+            dir,
+        })
     }
 
     /// The TCP port on 127.0.0.1 (connect as `host=localhost` to verify the certificate).
@@ -195,41 +186,27 @@ impl PgBouncer {
 
     /// [`PgBouncer::start`] returning the error instead of panicking.
     pub fn try_start(&self) -> Result<()> {
-        let mut guard = lock(&self.child);
-        if running(&mut guard) {
-            return Ok(());
-        }
-        *guard = Some(spawn_bouncer(
-            self.dir.path(),
-            &self.ini,
-            self.port,
-            &self.log,
-        )?);
-        Ok(())
+        self.process
+            .start_with(|| spawn_bouncer(self.dir.path(), &self.ini, self.port, &self.log))
+            .map(drop)
     }
 
     /// Kills PgBouncer (clients see their connections drop, new ones are refused) and waits for
     /// it to exit. Does nothing if it is not running.
     pub fn stop(&self) {
-        if let Some(mut child) = lock(&self.child).take() {
-            // SIGTERM is an immediate shutdown in 1.18.
-            stop_child(&mut child, libc::SIGTERM, Duration::from_secs(10));
-        }
+        // SIGTERM is an immediate shutdown in 1.18.
+        self.process.stop(libc::SIGTERM, Duration::from_secs(10));
     }
 
     /// Freezes PgBouncer (SIGSTOP): connections hang instead of failing, like an unresponsive
     /// proxy. Undo with [`PgBouncer::resume`]; `stop` and `Drop` also work on a paused one.
     pub fn pause(&self) {
-        if let Some(child) = lock(&self.child).as_ref() {
-            signal(child, libc::SIGSTOP);
-        }
+        self.process.signal(libc::SIGSTOP);
     }
 
     /// Undoes [`PgBouncer::pause`] (SIGCONT).
     pub fn resume(&self) {
-        if let Some(child) = lock(&self.child).as_ref() {
-            signal(child, libc::SIGCONT);
-        }
+        self.process.signal(libc::SIGCONT);
     }
 
     /// Copies the current SCRAM verifiers of `roles` from `pg` into the auth file (roles added
@@ -252,10 +229,6 @@ impl PgBouncer {
     /// re-reads its files in the same step as that log line, so connections accepted afterwards
     /// see the new auth file.
     fn reload(&self) -> Result<()> {
-        let guard = lock(&self.child);
-        let Some(child) = guard.as_ref() else {
-            return Ok(()); // read at the next start
-        };
         const MARK: &str = "got SIGHUP, re-reading config";
         let count = || {
             fs::read_to_string(&self.log)
@@ -263,7 +236,9 @@ impl PgBouncer {
                 .unwrap_or(0)
         };
         let before = count();
-        signal(child, libc::SIGHUP);
+        if !self.process.signal(libc::SIGHUP) {
+            return Ok(()); // not running: the file is read at the next start
+        }
         let deadline = Instant::now() + RELOAD_TIMEOUT;
         while count() <= before {
             if Instant::now() > deadline {
@@ -279,9 +254,7 @@ impl PgBouncer {
 
     /// Kills the process and removes the directory (what `Drop` does).
     pub(crate) fn teardown(&self) {
-        if let Some(mut child) = lock(&self.child).take() {
-            stop_child(&mut child, libc::SIGKILL, Duration::ZERO);
-        }
+        self.process.stop(libc::SIGKILL, Duration::ZERO);
         self.dir.remove();
     }
 }
@@ -298,22 +271,15 @@ fn spawn_bouncer(dir: &Path, ini: &Path, port: u16, log: &Path) -> Result<Child>
     let mut cmd = Command::new(pgbouncer_bin());
     cmd.arg(ini).current_dir(dir);
     as_service_user(&mut cmd)?;
-    let mut child = spawn_supervised(cmd, libc::SIGKILL, log)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let ready = wait_ready(
+    spawn_ready(
         &format!("pgbouncer on port {port}"),
-        &mut child,
+        cmd,
+        libc::SIGKILL,
         log,
         START_TIMEOUT,
         || TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok(),
-    );
-    match ready {
-        Ok(()) => Ok(child),
-        Err(e) => {
-            stop_child(&mut child, libc::SIGKILL, Duration::ZERO);
-            Err(e)
-        }
-    }
+    )
 }
 
 /// An auth-file field: double quotes, embedded ones doubled.

@@ -3,14 +3,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::certs::Certs;
 use crate::error::{Context, Error, Result};
 use crate::process::{
-    InstanceDir, as_service_user, free_port, lock, run, running, spawn_supervised, stop_child,
-    wait_ready, write_service_file,
+    InstanceDir, Supervised, as_service_user, on_free_port, run, spawn_ready, write_service_file,
 };
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,7 +23,7 @@ const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Dropping it shuts the server down (immediate) and removes the directory.
 #[derive(Debug)]
 pub struct Postgres {
-    child: Mutex<Option<Child>>,
+    process: Supervised,
     port: u16,
     tls: bool,
     data_dir: PathBuf,
@@ -127,26 +125,15 @@ impl Postgres {
         write_service_file(&conf_path, full.as_bytes(), 0o600)?;
         write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
 
-        // Another process may take the port between our probe and the server's bind: retry.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port()?;
-            match spawn_server(dir.path(), &data_dir, port, &log) {
-                Ok(child) => {
-                    return Ok(Postgres {
-                        child: Mutex::new(Some(child)),
-                        port,
-                        tls: certs.is_some(),
-                        data_dir,
-                        log,
-                        dir,
-                    });
-                }
-                Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let (port, child) = on_free_port(|port| spawn_server(dir.path(), &data_dir, port, &log))?;
+        Ok(Postgres {
+            process: Supervised::new(child),
+            port,
+            tls: certs.is_some(),
+            data_dir,
+            log,
+            dir,
+        })
     }
 
     /// The TCP port on 127.0.0.1.
@@ -181,30 +168,20 @@ impl Postgres {
 
     /// [`Postgres::start`] returning the error instead of panicking.
     pub fn try_start(&self) -> Result<()> {
-        let mut guard = lock(&self.child);
-        if running(&mut guard) {
-            return Ok(());
-        }
-        *guard = Some(spawn_server(
-            self.dir.path(),
-            &self.data_dir,
-            self.port,
-            &self.log,
-        )?);
-        Ok(())
+        self.process
+            .start_with(|| spawn_server(self.dir.path(), &self.data_dir, self.port, &self.log))
+            .map(drop)
     }
 
     /// Stops the server (fast shutdown: open sessions are terminated) and waits for it to exit.
     /// Clients then get "connection refused". Does nothing if it is not running.
     pub fn stop(&self) {
-        if let Some(mut child) = lock(&self.child).take() {
-            stop_child(&mut child, libc::SIGINT, Duration::from_secs(30));
-        }
+        self.process.stop(libc::SIGINT, Duration::from_secs(30));
     }
 
     /// Whether the postmaster is running (it may still be starting up).
     pub fn is_running(&self) -> bool {
-        running(&mut lock(&self.child))
+        self.process.is_running()
     }
 
     /// Runs SQL as the superuser `postgres` over the unix socket, in database `db`
@@ -282,9 +259,7 @@ impl Postgres {
 
     /// Shuts down immediately and removes the directory (what `Drop` does).
     pub(crate) fn teardown(&self) {
-        if let Some(mut child) = lock(&self.child).take() {
-            stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
-        }
+        self.process.stop(libc::SIGQUIT, Duration::from_secs(10));
         self.dir.remove();
     }
 }
@@ -306,10 +281,10 @@ fn spawn_server(dir: &Path, data_dir: &Path, port: u16, log: &Path) -> Result<Ch
     as_service_user(&mut cmd)?;
     // SIGQUIT = immediate shutdown: the postmaster takes its backends down and releases its
     // shared memory, even if the test process is killed.
-    let mut child = spawn_supervised(cmd, libc::SIGQUIT, log)?;
-    let ready = wait_ready(
+    spawn_ready(
         &format!("postgres on port {port}"),
-        &mut child,
+        cmd,
+        libc::SIGQUIT,
         log,
         START_TIMEOUT,
         || {
@@ -323,14 +298,7 @@ fn spawn_server(dir: &Path, data_dir: &Path, port: u16, log: &Path) -> Result<Ch
                 .args(["-U", "postgres", "-d", "postgres", "-t", "2"]);
             as_service_user(&mut probe).is_ok() && run(probe, None, Duration::from_secs(5)).is_ok()
         },
-    );
-    match ready {
-        Ok(()) => Ok(child),
-        Err(e) => {
-            stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(5));
-            Err(e)
-        }
-    }
+    )
 }
 
 fn copy_for_service(from: &Path, to: &Path, mode: u32) -> Result<()> {

@@ -23,7 +23,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock, mpsc};
 use std::thread;
@@ -154,11 +154,7 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
 /// Spawns a long-running child from the spawner thread. The child gets `death_signal` when this
 /// process exits (however it exits), runs in its own process group, and its stdout and stderr are
 /// appended to `log`.
-pub(crate) fn spawn_supervised(
-    mut cmd: Command,
-    death_signal: libc::c_int,
-    log: &Path,
-) -> Result<Child> {
+fn spawn_supervised(mut cmd: Command, death_signal: libc::c_int, log: &Path) -> Result<Child> {
     let out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -214,8 +210,57 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether the child in `slot` is still running; forgets (reaps) it if it has exited.
-pub(crate) fn running(slot: &mut Option<Child>) -> bool {
+/// The slot of one service's process: empty while stopped.
+#[derive(Debug)]
+pub(crate) struct Supervised {
+    child: Mutex<Option<Child>>,
+}
+
+impl Supervised {
+    pub(crate) fn new(child: Child) -> Self {
+        Self {
+            child: Mutex::new(Some(child)),
+        }
+    }
+
+    /// Starts the process with `spawn` unless it is running. Returns whether it started one.
+    pub(crate) fn start_with(&self, spawn: impl FnOnce() -> Result<Child>) -> Result<bool> {
+        let mut slot = lock(&self.child);
+        if alive(&mut slot) {
+            return Ok(false);
+        }
+        *slot = Some(spawn()?);
+        Ok(true)
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        alive(&mut lock(&self.child))
+    }
+
+    /// Sends `sig` if the process is running; returns whether it was.
+    pub(crate) fn signal(&self, sig: libc::c_int) -> bool {
+        let mut slot = lock(&self.child);
+        if !alive(&mut slot) {
+            return false;
+        }
+        if let Some(child) = slot.as_ref() {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child,
+            // so it cannot have been reused.
+            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        }
+        true
+    }
+
+    /// Sends `sig`, waits up to `grace` for the process to exit, then SIGKILLs and reaps it.
+    /// Does nothing if it is not running.
+    pub(crate) fn stop(&self, sig: libc::c_int, grace: Duration) {
+        if let Some(mut child) = lock(&self.child).take() {
+            stop_child(&mut child, sig, grace);
+        }
+    }
+}
+
+fn alive(slot: &mut Option<Child>) -> bool {
     let alive = slot
         .as_mut()
         .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
@@ -225,63 +270,74 @@ pub(crate) fn running(slot: &mut Option<Child>) -> bool {
     alive
 }
 
-/// Sends `signal` to a child (ignoring "already gone").
-pub(crate) fn signal(child: &Child, signal: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child, so it
-    // cannot have been reused.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, signal);
-    }
-}
-
 /// Signals a child and waits up to `grace` for it to exit; then SIGKILLs it and reaps it.
-pub(crate) fn stop_child(child: &mut Child, sig: libc::c_int, grace: Duration) -> ExitStatus {
-    if let Ok(Some(status)) = child.try_wait() {
-        return status;
+fn stop_child(child: &mut Child, sig: libc::c_int, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
     }
-    // A stopped process would not act on anything but SIGKILL.
-    signal(child, libc::SIGCONT);
-    signal(child, sig);
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill on our own unreaped child. SIGCONT first: a paused (SIGSTOPped) process
+    // would act on nothing but SIGKILL.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+        libc::kill(pid, sig);
+    }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status;
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
         }
         thread::sleep(Duration::from_millis(10));
     }
     let _ = child.kill();
-    child
-        .wait()
-        .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0))
+    let _ = child.wait();
 }
 
-/// Polls `ready` until it returns true, failing early if the child exits and after `timeout`.
-/// Errors name `what` and end with the last lines of `log`.
-pub(crate) fn wait_ready(
+/// Spawns a service (see [`spawn_supervised`]) and polls `ready` until it returns true. Fails
+/// early if the process exits and after `timeout`, killing it; errors name `what` and end with
+/// the last lines of `log`.
+pub(crate) fn spawn_ready(
     what: &str,
-    child: &mut Child,
+    cmd: Command,
+    death_signal: libc::c_int,
     log: &Path,
     timeout: Duration,
     mut ready: impl FnMut() -> bool,
-) -> Result<()> {
+) -> Result<Child> {
+    let mut child = spawn_supervised(cmd, death_signal, log)?;
     let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().context(|| format!("wait for {what}"))? {
-            return Err(Error::msg(format!(
-                "{what} exited during start-up ({status}){}",
-                log_tail(log)
-            )));
+    let failure = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                break format!("{what} exited during start-up ({status})");
+            }
+            Ok(None) => {}
+            Err(e) => break format!("{what}: wait failed: {e}"),
         }
         if ready() {
-            return Ok(());
+            return Ok(child);
         }
         if start.elapsed() > timeout {
-            return Err(Error::msg(format!(
-                "{what} not ready after {timeout:?}{}",
-                log_tail(log)
-            )));
+            break format!("{what} not ready after {timeout:?}");
         }
         thread::sleep(Duration::from_millis(25));
+    };
+    stop_child(&mut child, death_signal, Duration::from_secs(5));
+    Err(Error::msg(format!("{failure}{}", log_tail(log))))
+}
+
+/// Runs `start` with a free port, retrying with another port (three tries in all) when the
+/// server could not bind: another process may take a port between our probe and its bind.
+pub(crate) fn on_free_port<T>(mut start: impl FnMut(u16) -> Result<T>) -> Result<(u16, T)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port()?;
+        match start(port) {
+            Ok(value) => return Ok((port, value)),
+            Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -372,7 +428,7 @@ pub(crate) fn run(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> R
 
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
 /// before (so two instances started in parallel do not pick the same one).
-pub(crate) fn free_port() -> Result<u16> {
+fn free_port() -> Result<u16> {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     for _ in 0..100 {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
