@@ -106,7 +106,7 @@ impl Moto {
         let mut secrets = lock(&self.secrets);
         if let Some(entry) = secrets
             .iter_mut()
-            .find(|(name, _)| name == secret_id || secret_id.contains(&format!(":secret:{name}-")))
+            .find(|(name, _)| refers_to(secret_id, name))
         {
             entry.1 = secret_string.to_owned();
         }
@@ -197,6 +197,16 @@ impl Drop for Moto {
     }
 }
 
+/// Whether `secret_id` (a name or an ARN, `...:secret:<name>-<6 random characters>`) names the
+/// secret `name`.
+fn refers_to(secret_id: &str, name: &str) -> bool {
+    secret_id == name
+        || secret_id
+            .rsplit_once(":secret:")
+            .and_then(|(_, rest)| rest.strip_prefix(name))
+            .is_some_and(|suffix| suffix.len() == 7 && suffix.starts_with('-'))
+}
+
 fn spawn_moto(dir: &Path, port: u16, log: &Path) -> Result<Child> {
     let bin = moto_bin();
     let mut cmd = Command::new(&bin);
@@ -265,4 +275,20 @@ fn secretsmanager_call(port: u16, action: &str, body: &Value) -> Result<Value> {
         return Err(Error::msg(format!("{}: HTTP {status}: {payload}", what())));
     }
     serde_json::from_str(payload).context(|| format!("{}: response is not JSON", what()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refers_to;
+
+    #[test]
+    fn a_secret_is_referred_to_by_name_or_by_arn_but_not_by_a_longer_name() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-AbCdEf";
+        assert!(refers_to("app", "app"));
+        assert!(refers_to(arn, "app"));
+        assert!(!refers_to(arn, "ap"));
+        let longer = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-db-AbCdEf";
+        assert!(!refers_to(longer, "app"));
+        assert!(refers_to(longer, "app-db"));
+    }
 }

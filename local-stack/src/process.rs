@@ -59,6 +59,7 @@ pub(crate) fn service_user() -> Result<Option<ServiceUser>> {
 
 fn lookup_user(name: &str) -> Result<ServiceUser, String> {
     let cname = CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: passwd is a plain C struct; all-zero is a valid (empty) value.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -81,8 +82,7 @@ fn lookup_user(name: &str) -> Result<ServiceUser, String> {
     })
 }
 
-/// Makes `cmd` run as the service user (when we are root), in its own process group, with a
-/// clean libpq environment so that a developer's `PG*` variables cannot change what we test.
+/// Makes `cmd` run as the service user (when we are root), with a clean libpq environment so that a developer's `PG*` variables cannot change what we test.
 pub(crate) fn as_service_user(cmd: &mut Command) -> Result<&mut Command> {
     if let Some(user) = service_user()? {
         cmd.uid(user.uid).gid(user.gid);
@@ -107,7 +107,9 @@ pub(crate) fn give_to_service_user(path: &Path) -> Result<()> {
 /// Writes `contents` to `path` with `mode`, owned by the service user; atomically (temp + rename)
 /// so a reloading server never reads half a file.
 pub(crate) fn write_service_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
         .write(true)
@@ -133,8 +135,8 @@ struct SpawnRequest {
     reply: mpsc::Sender<io::Result<Child>>,
 }
 
-fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
     SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         thread::Builder::new()
@@ -147,7 +149,7 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
                 }
             })
             .expect("local-stack: cannot start the spawner thread");
-        Mutex::new(tx)
+        tx
     })
 }
 
@@ -196,7 +198,7 @@ fn spawn_supervised(mut cmd: Command, death_signal: libc::c_int, log: &Path) -> 
     }
     let program = cmd.get_program().to_string_lossy().into_owned();
     let (reply, answer) = mpsc::channel();
-    lock(spawner())
+    spawner()
         .send(SpawnRequest { cmd, reply })
         .map_err(|_| Error::msg("local-stack spawner thread is gone"))?;
     answer

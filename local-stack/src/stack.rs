@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
 
@@ -11,7 +11,7 @@ use crate::error::{Context, Error, Result};
 use crate::moto::Moto;
 use crate::pgbouncer::{PgBouncer, PgBouncerOptions};
 use crate::postgres::{Postgres, quote_ident};
-use crate::process::{InstanceDir, lock, random_hex};
+use crate::process::{InstanceDir, random_hex};
 
 /// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer, TLS both ways,
 /// SCRAM, transaction pooling) and Secrets Manager (moto).
@@ -80,17 +80,13 @@ impl Stack {
     /// Tests that stop or reconfigure services should use their own [`Stack::start`] instead.
     pub fn shared() -> &'static Stack {
         static SHARED: OnceLock<Stack> = OnceLock::new();
-        static INIT: Mutex<()> = Mutex::new(());
         extern "C" fn stop_shared() {
             if let Some(stack) = SHARED.get() {
                 let _ = std::panic::catch_unwind(|| stack.teardown());
             }
         }
-        if let Some(stack) = SHARED.get() {
-            return stack;
-        }
-        // A failed start is retried by the next caller instead of poisoning every later test.
-        let _guard = lock(&INIT);
+        // Concurrent callers wait for the first; if its start panics, the next caller retries
+        // (OnceLock stays empty) instead of every later test failing on a poisoned lock.
         SHARED.get_or_init(|| {
             let stack = Stack::start();
             // SAFETY: registering a plain extern "C" function without arguments.
