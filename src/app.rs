@@ -16,6 +16,12 @@ use crate::db::{self, Outcome};
 use crate::tls::{self, TlsError};
 use crate::user::NewUser;
 
+/// How long past the time limit to wait for the server's own cancellation to arrive, and then
+/// how long a last-resort cancel request may take; both come out of the deadline margin
+/// (`DEADLINE_MARGIN_MS`, default 200 ms).
+const SERVER_CANCEL_GRACE: Duration = Duration::from_millis(50);
+const CANCEL_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Everything a warm invocation reuses.
 pub struct App {
     config: Config,
@@ -131,11 +137,21 @@ impl App {
                 }
             };
             let client = state.client.insert(client);
-            let cancel = client.cancel_token();
             let limit = deadline.min(Instant::now() + self.config.statement_timeout);
-            match timeout_at(limit.into(), db::insert_user(client, user)).await {
-                Ok(Ok(outcome)) => return Ok(outcome),
-                Ok(Err(error)) if db::is_connection_error(&error) => {
+            let result = match self.insert_or_cancel(client, user, limit).await {
+                Attempt::Done(result) => result,
+                Attempt::TimedOut => {
+                    // Never reuse a connection whose state we do not fully know.
+                    state.client = None;
+                    return Err(RecordError::Timeout {
+                        stage: "inserting",
+                        elapsed_ms: started.elapsed().as_millis(),
+                    });
+                }
+            };
+            match result {
+                Ok(outcome) => return Ok(outcome),
+                Err(error) if db::is_connection_error(&error) => {
                     state.client = None;
                     if retried {
                         return Err(RecordError::Insert {
@@ -145,28 +161,40 @@ impl App {
                     warn!(error = %db::describe(&error), "the connection failed during the INSERT; retrying once on a new connection");
                     retried = true;
                 }
-                Ok(Err(error)) => {
+                Err(error) => {
                     return Err(RecordError::Insert {
                         message: db::describe(&error).to_string(),
                     });
                 }
-                Err(_) => {
-                    // The statement may still be running: cancel it, and never reuse a
-                    // connection whose state we do not know. If it commits after all, Cognito's
-                    // retry finds the row and inserts nothing.
-                    state.client = None;
-                    let tls = self.tls.clone();
-                    let cancelled =
-                        tokio::time::timeout(Duration::from_millis(100), cancel.cancel_query(tls))
-                            .await;
-                    if !matches!(cancelled, Ok(Ok(()))) {
-                        warn!("could not cancel the timed-out INSERT");
-                    }
-                    return Err(RecordError::Timeout {
-                        stage: "inserting",
-                        elapsed_ms: started.elapsed().as_millis(),
-                    });
+            }
+        }
+    }
+
+    /// Runs the INSERT with the server enforcing `limit` (see [`db::insert_user_within`]); the
+    /// server then answers with a cancellation and has rolled back. Should even that answer not
+    /// come (the proxy or network hangs), stop waiting shortly after `limit`, send a cancel
+    /// request as a last resort, and drop the connection; the INSERT's fate is then unknown, and
+    /// Cognito's retry is safe because the INSERT is idempotent.
+    async fn insert_or_cancel(&self, client: &Client, user: &NewUser, limit: Instant) -> Attempt {
+        let budget = limit.saturating_duration_since(Instant::now());
+        let insert = db::insert_user_within(client, user, budget);
+        match timeout_at((limit + SERVER_CANCEL_GRACE).into(), insert).await {
+            Ok(Err(error)) if db::is_cancelled(&error) => {
+                info!("the INSERT hit its time limit; the server cancelled and rolled it back");
+                Attempt::TimedOut
+            }
+            Ok(result) => Attempt::Done(result),
+            Err(_) => {
+                let token = client.cancel_token();
+                let cancel = token.cancel_query(self.tls.clone());
+                if !matches!(
+                    tokio::time::timeout(CANCEL_TIMEOUT, cancel).await,
+                    Ok(Ok(()))
+                ) {
+                    warn!("could not send a cancel request for the INSERT");
                 }
+                warn!("no answer from the database by the time limit; dropping the connection");
+                Attempt::TimedOut
             }
         }
     }
@@ -250,6 +278,13 @@ impl App {
             })),
         }
     }
+}
+
+/// How an INSERT with a time limit ended.
+enum Attempt {
+    Done(Result<Outcome, tokio_postgres::Error>),
+    /// The time limit passed; the INSERT was cancelled or its connection abandoned.
+    TimedOut,
 }
 
 /// A failed connect, split by whether the server refused the login.

@@ -5,9 +5,14 @@
 /// credential. This replaces every double-quoted span, and in those value-quoting messages every
 /// backtick span too, with `…`. Field names (`missing field `sub``) stay readable.
 pub fn redact_values(message: &str) -> String {
-    let quotes_values = ["invalid type", "invalid value", "invalid length", "unknown variant"]
-        .iter()
-        .any(|kind| message.contains(kind));
+    let quotes_values = [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|kind| message.contains(kind));
     let mut out = String::with_capacity(message.len());
     let mut open: Option<char> = None;
     for c in message.chars() {
@@ -46,7 +51,10 @@ mod tests {
             redact_values("invalid type: integer `12345678`, expected a string at line 1"),
             "invalid type: integer `…`, expected a string at line 1"
         );
-        assert_eq!(redact_values(r#"unterminated "secret"#), r#"unterminated "…""#);
+        assert_eq!(
+            redact_values(r#"unterminated "secret"#),
+            r#"unterminated "…""#
+        );
         assert_eq!(redact_values("missing field `sub`"), "missing field `sub`");
     }
 }

@@ -1,0 +1,230 @@
+//! Bad and unusual input: each case either lands exactly as given or fails clearly and writes
+//! nothing.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, invoke, sign_up, unique};
+
+enum Expect {
+    /// One row with exactly these handle and display name (email and sub as sent).
+    Lands {
+        handle: String,
+        display_name: String,
+    },
+    /// An error of this type; no row.
+    Fails(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    event: Value,
+    expect: Expect,
+}
+
+fn lands(handle: &str, display_name: &str) -> Expect {
+    Expect::Lands {
+        handle: handle.to_owned(),
+        display_name: display_name.to_owned(),
+    }
+}
+
+fn with_attributes(
+    mut event: Value,
+    edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+) -> Value {
+    edit(
+        event["request"]["userAttributes"]
+            .as_object_mut()
+            .expect("attributes"),
+    );
+    event
+}
+
+fn cases() -> Vec<Case> {
+    let base = || {
+        sign_up(
+            &format!("sub-{}", unique()),
+            "base@example.com",
+            Some("base"),
+            Some("Base"),
+        )
+    };
+    let longest = "ü".repeat(2048);
+    let too_long = "a".repeat(2049);
+    vec![
+        Case {
+            name: "missing sub",
+            event: with_attributes(base(), |a| drop(a.remove("sub"))),
+            expect: Expect::Fails("InvalidUserAttributes"),
+        },
+        Case {
+            name: "empty sub",
+            event: with_attributes(base(), |a| drop(a.insert("sub".into(), json!("")))),
+            expect: Expect::Fails("InvalidUserAttributes"),
+        },
+        Case {
+            name: "missing email",
+            event: with_attributes(base(), |a| drop(a.remove("email"))),
+            expect: Expect::Fails("InvalidUserAttributes"),
+        },
+        Case {
+            name: "empty email",
+            event: with_attributes(base(), |a| drop(a.insert("email".into(), json!("")))),
+            expect: Expect::Fails("InvalidUserAttributes"),
+        },
+        Case {
+            name: "values of Cognito's maximum length (2048)",
+            event: with_attributes(base(), |a| {
+                a.insert("name".into(), json!(longest));
+                a.insert("preferred_username".into(), json!(longest));
+            }),
+            expect: lands(&longest, &longest),
+        },
+        Case {
+            name: "a value over the maximum",
+            event: with_attributes(base(), |a| drop(a.insert("name".into(), json!(too_long)))),
+            expect: Expect::Fails("InvalidUserAttributes"),
+        },
+        Case {
+            name: "non-ASCII names and handles",
+            event: with_attributes(base(), |a| {
+                a.insert("name".into(), json!("Zoë Ωmega 山田太郎 👩‍💻"));
+                a.insert("preferred_username".into(), json!("zoë_山田"));
+            }),
+            expect: lands("zoë_山田", "Zoë Ωmega 山田太郎 👩‍💻"),
+        },
+        Case {
+            name: "quotes and SQL metacharacters",
+            event: with_attributes(base(), |a| {
+                a.insert("name".into(), json!("Robert'); DROP TABLE users;--"));
+                a.insert("preferred_username".into(), json!("o'brien\"\\%_$1"));
+            }),
+            expect: lands("o'brien\"\\%_$1", "Robert'); DROP TABLE users;--"),
+        },
+        Case {
+            name: "a NUL character",
+            event: with_attributes(base(), |a| drop(a.insert("name".into(), json!("a\u{0}b")))),
+            expect: Expect::Fails("InvalidUserAttributes"),
+        },
+        Case {
+            name: "an unknown trigger source",
+            event: {
+                let mut e = base();
+                e["triggerSource"] = json!("PostConfirmation_ConfirmSomethingElse");
+                e
+            },
+            expect: Expect::Fails("InvalidEvent"),
+        },
+        Case {
+            name: "another trigger's event",
+            event: {
+                let mut e = base();
+                e["triggerSource"] = json!("PreSignUp_SignUp");
+                e
+            },
+            expect: Expect::Fails("InvalidEvent"),
+        },
+        Case {
+            name: "extra unknown fields everywhere",
+            event: {
+                let mut e = with_attributes(base(), |a| {
+                    a.insert("custom:plan".into(), json!("pro"));
+                });
+                e["newTopLevel"] = json!({"a": 1});
+                e["request"]["somethingElse"] = json!([1]);
+                e
+            },
+            expect: lands("base", "Base"),
+        },
+        Case {
+            name: "a request that is not an object",
+            event: {
+                let mut e = base();
+                e["request"] = json!(["sub", "email"]);
+                e
+            },
+            expect: Expect::Fails("InvalidEvent"),
+        },
+        Case {
+            name: "attributes that are not strings",
+            event: with_attributes(base(), |a| drop(a.insert("email".into(), json!(42)))),
+            expect: Expect::Fails("InvalidEvent"),
+        },
+        Case {
+            name: "not an object at all",
+            event: json!("PostConfirmation_ConfirmSignUp"),
+            expect: Expect::Fails("InvalidEvent"),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn each_bad_input_lands_exactly_or_fails_clearly_and_writes_nothing() {
+    for case in cases() {
+        let test = TestApp::new().await;
+        let app = test.start().await;
+        let result = invoke(&app, case.event.clone()).await;
+        match case.expect {
+            Expect::Lands {
+                handle,
+                display_name,
+            } => {
+                let returned = result.unwrap_or_else(|e| panic!("{}: {e}", case.name));
+                assert_eq!(
+                    returned, case.event,
+                    "{}: event returned unchanged",
+                    case.name
+                );
+                let sub = case.event["request"]["userAttributes"]["sub"]
+                    .as_str()
+                    .expect("sub");
+                let rows = test
+                    .query("SELECT cognito_user_id, email, handle, display_name FROM public.users");
+                assert_eq!(
+                    rows,
+                    vec![format!("{sub}|base@example.com|{handle}|{display_name}")],
+                    "{}",
+                    case.name
+                );
+            }
+            Expect::Fails(error_type) => {
+                let error = result.expect_err(case.name);
+                assert_eq!(error.error_type(), error_type, "{}: {error}", case.name);
+                assert_eq!(test.count_users(), 0, "{}: wrote nothing", case.name);
+            }
+        }
+    }
+}
+
+/// The product's decision: `handle` is not unique. A second user choosing a taken
+/// `preferred_username` is still recorded, and the first user's row is never touched.
+#[tokio::test]
+async fn two_users_with_the_same_handle_are_both_recorded_and_the_first_is_untouched() {
+    let test = TestApp::new().await;
+    let app = test.start().await;
+    let first = format!("first-{}", unique());
+    let second = format!("second-{}", unique());
+    invoke(
+        &app,
+        sign_up(&first, "first@example.com", Some("sam"), Some("Sam One")),
+    )
+    .await
+    .expect("first");
+    let before = test.query(&format!(
+        "SELECT uuid, email, handle, display_name, created_at FROM public.users WHERE cognito_user_id = '{first}'"
+    ));
+    invoke(
+        &app,
+        sign_up(&second, "second@example.com", Some("sam"), Some("Sam Two")),
+    )
+    .await
+    .expect("second");
+    let after = test.query(&format!(
+        "SELECT uuid, email, handle, display_name, created_at FROM public.users WHERE cognito_user_id = '{first}'"
+    ));
+    assert_eq!(before, after);
+    assert_eq!(
+        test.query("SELECT cognito_user_id, handle FROM public.users ORDER BY email"),
+        vec![format!("{first}|sam"), format!("{second}|sam")]
+    );
+}

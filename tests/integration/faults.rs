@@ -1,0 +1,253 @@
+//! Production's faults, driven for real: dropped connections, restarts, rotation, outages, locks,
+//! an unreachable Secrets Manager. Each test that breaks something breaks its own stack.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use local_stack::Stack;
+
+use crate::helpers::{TestApp, invoke, invoke_with_deadline, sign_up, unique};
+
+fn new_user() -> serde_json::Value {
+    let sub = format!("sub-{}", unique());
+    let email = format!("{sub}@example.com");
+    sign_up(&sub, &email, None, None)
+}
+
+/// Cognito gives the whole call 5 s; a failure must be reported well inside that.
+const COGNITO_BUDGET: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn a_connection_dropped_by_the_proxy_is_replaced_on_the_next_invocation() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let app = test.start().await;
+    invoke(&app, new_user()).await.expect("first");
+    // The proxy goes away and comes back between two warm invocations: the function's connection
+    // is dead, though nothing has told it yet.
+    stack.bouncer.stop();
+    stack.bouncer.start();
+    invoke(&app, new_user())
+        .await
+        .expect("after the proxy restarted");
+    invoke(&app, new_user()).await.expect("and after that");
+    assert_eq!(test.count_users(), 3);
+}
+
+#[tokio::test]
+async fn a_database_restart_is_survived_without_restarting_the_function() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let app = test.start().await;
+    invoke(&app, new_user()).await.expect("first");
+    stack.pg.stop();
+    stack.pg.start();
+    invoke(&app, new_user())
+        .await
+        .expect("after the database restarted");
+    assert_eq!(test.count_users(), 2);
+}
+
+#[tokio::test]
+async fn an_outage_fails_fast_and_the_next_invocation_after_recovery_succeeds() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let app = test.start().await;
+    invoke(&app, new_user()).await.expect("first");
+
+    stack.bouncer.stop();
+    let started = Instant::now();
+    let error = invoke(&app, new_user()).await.expect_err("proxy down");
+    let took = started.elapsed();
+    assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
+    assert!(took < COGNITO_BUDGET, "took {took:?}");
+
+    stack.bouncer.start();
+    invoke(&app, new_user()).await.expect("after recovery");
+    assert_eq!(test.count_users(), 2);
+}
+
+#[tokio::test]
+async fn a_cold_start_during_an_outage_recovers_without_a_restart() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    stack.bouncer.stop();
+    let app = test.start().await; // must not fail: the outage may end before the first call
+    let error = invoke(&app, new_user()).await.expect_err("proxy down");
+    assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
+    stack.bouncer.start();
+    invoke(&app, new_user()).await.expect("after recovery");
+    assert_eq!(test.count_users(), 1);
+}
+
+/// A server that accepts connections and never answers (a black hole): the connect is bounded
+/// by the invocation's deadline, not by the kernel's TCP timeouts.
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_inside_the_deadline() {
+    let test = TestApp::new().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let mut env = test.env();
+    env.insert("DB_PORT", port.to_string());
+    let app = test.start_with(crate::helpers::config_from(&env)).await;
+    let started = Instant::now();
+    let error = invoke_with_deadline(&app, new_user(), Duration::from_secs(2))
+        .await
+        .expect_err("black hole");
+    let took = started.elapsed();
+    assert_eq!(error.error_type(), "Timeout", "{error}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn nothing_listening_fails_fast_with_a_connection_error() {
+    let test = TestApp::new().await;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        listener.local_addr().expect("addr").port()
+    };
+    let mut env = test.env();
+    env.insert("DB_PORT", port.to_string());
+    let app = test.start_with(crate::helpers::config_from(&env)).await;
+    let error = invoke(&app, new_user()).await.expect_err("refused");
+    assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
+    assert!(
+        error.to_string().contains(&format!("localhost:{port}")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_blocked_insert_is_cancelled_at_the_deadline_and_the_next_invocation_is_healthy() {
+    let test = TestApp::new().await;
+    let app = test.start().await;
+    let user = new_user();
+
+    // Another session holds a lock on the table, so the INSERT blocks.
+    let mut locker = Command::new("psql")
+        .args(test.db.admin_psql_args())
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    let mut stdin = locker.stdin.take().expect("stdin");
+    writeln!(
+        stdin,
+        "BEGIN; LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
+    )
+    .expect("lock");
+    stdin.flush().expect("flush");
+    wait_for_lock(&test);
+
+    let started = Instant::now();
+    let error = invoke_with_deadline(&app, user.clone(), Duration::from_millis(1500))
+        .await
+        .expect_err("blocked");
+    let took = started.elapsed();
+    assert_eq!(error.error_type(), "Timeout", "{error}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+
+    // Release the lock; the cancelled INSERT must not have landed, and Cognito's retry lands once.
+    writeln!(stdin, "ROLLBACK;").expect("unlock");
+    drop(stdin);
+    locker.wait().expect("psql exits");
+    assert_eq!(
+        test.count_users(),
+        0,
+        "the cancelled INSERT was rolled back"
+    );
+    invoke(&app, user.clone())
+        .await
+        .expect("retry after the lock");
+    invoke(&app, user).await.expect("second retry");
+    assert_eq!(test.count_users(), 1);
+}
+
+fn wait_for_lock(test: &TestApp<'_>) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = test.query(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'users' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+        );
+        if held == vec!["1".to_owned()] {
+            return;
+        }
+        assert!(Instant::now() < until, "the lock was never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_password_is_picked_up_from_the_secret() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let app = test.start().await;
+    invoke(&app, new_user()).await.expect("before rotation");
+
+    // Rotation as Secrets Manager's rotation function does it: the database first, then the secret.
+    let rotated = format!("rotated-{}", unique());
+    test.db.rotate_password(&rotated);
+    // The proxy drops idle clients, so the warm function has to log in again.
+    stack.bouncer.stop();
+    stack.bouncer.start();
+    invoke(&app, new_user()).await.expect("after rotation");
+    assert_eq!(test.count_users(), 2);
+}
+
+#[tokio::test]
+async fn a_wrong_password_in_the_secret_fails_clearly_without_retrying() {
+    let test = TestApp::new().await;
+    let wrong = format!("wrong-{}", unique());
+    test.db.put_secret_password(&wrong);
+    let app = test.start().await;
+    let started = Instant::now();
+    let error = invoke(&app, new_user()).await.expect_err("wrong password");
+    assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
+    assert!(!error.to_string().contains(&wrong));
+    assert!(started.elapsed() < COGNITO_BUDGET);
+    // Fixed in the secret: the next invocation picks it up.
+    let right = test.db.app_password.clone();
+    test.db.put_secret_password(&right);
+    invoke(&app, new_user())
+        .await
+        .expect("after the secret was fixed");
+    assert_eq!(test.count_users(), 1);
+}
+
+#[tokio::test]
+async fn secrets_manager_unreachable_at_cold_start_is_retried_by_the_next_invocation() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    stack.moto.stop();
+    let started = Instant::now();
+    let app = test.start().await;
+    assert!(
+        started.elapsed() < COGNITO_BUDGET,
+        "cold start took {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let error = invoke(&app, new_user())
+        .await
+        .expect_err("no Secrets Manager");
+    assert!(
+        matches!(error.error_type(), "CredentialsError" | "Timeout"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < COGNITO_BUDGET,
+        "took {:?}",
+        started.elapsed()
+    );
+
+    stack.moto.start();
+    test.db.recreate_secret(); // moto keeps its secrets in memory
+    invoke(&app, new_user())
+        .await
+        .expect("after Secrets Manager came back");
+    assert_eq!(test.count_users(), 1);
+}

@@ -1,0 +1,168 @@
+//! Test support: a real local stack (TLS PostgreSQL 15, PgBouncer in transaction mode, moto's
+//! Secrets Manager) shared by the whole binary, and a fresh database and secret per test.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_secretsmanager::config::Credentials as AwsCredentials;
+use cognito_post_confirmation::handler::{self, HandlerError};
+use cognito_post_confirmation::{App, Config};
+use lambda_runtime::{Context, LambdaEvent};
+use local_stack::{Stack, TestDb};
+use serde_json::Value;
+
+pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
+
+/// One test's world: its own database and secret on the shared stack.
+pub struct TestApp<'s> {
+    pub stack: &'s Stack,
+    pub db: TestDb,
+    pub sdk: SdkConfig,
+}
+
+impl TestApp<'static> {
+    /// A new database and secret on the stack shared by all tests.
+    pub async fn new() -> TestApp<'static> {
+        TestApp::on(Stack::shared()).await
+    }
+}
+
+impl<'s> TestApp<'s> {
+    /// A new database and secret on `stack` (a test's own stack, for tests that break it).
+    pub async fn on(stack: &'s Stack) -> TestApp<'s> {
+        init_logs();
+        let db = stack.new_database(SCHEMA);
+        let sdk = sdk_config(&stack.moto.endpoint()).await;
+        TestApp { stack, db, sdk }
+    }
+
+    /// The configuration the function would read from its environment in this test.
+    pub fn env(&self) -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("DB_SECRET_ID", self.db.secret_id.clone()),
+            (
+                "DB_CA_FILE",
+                self.stack.certs.ca_pem.to_string_lossy().into_owned(),
+            ),
+        ])
+    }
+
+    pub fn config(&self) -> Config {
+        config_from(&self.env())
+    }
+
+    /// A cold start of one execution environment.
+    pub async fn start(&self) -> App {
+        self.start_with(self.config()).await
+    }
+
+    pub async fn start_with(&self, config: Config) -> App {
+        App::init(config, &self.sdk).await.expect("cold start")
+    }
+
+    /// `SELECT` on this test's database as the superuser, one line per row, `|` between columns.
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        self.db
+            .admin_psql(sql)
+            .lines()
+            .map(str::to_owned)
+            .filter(|line| !line.is_empty())
+            .collect()
+    }
+
+    pub fn count_users(&self) -> usize {
+        self.query("SELECT count(*) FROM public.users")[0]
+            .parse()
+            .expect("a count")
+    }
+}
+
+pub fn config_from(env: &HashMap<&'static str, String>) -> Config {
+    Config::from_lookup(|name| env.get(name).cloned()).expect("valid test configuration")
+}
+
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(AwsCredentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await
+}
+
+/// Invokes the handler as the Lambda runtime would, with Cognito's 5-second deadline.
+pub async fn invoke(app: &App, event: Value) -> Result<Value, HandlerError> {
+    invoke_with_deadline(app, event, Duration::from_secs(5)).await
+}
+
+pub async fn invoke_with_deadline(
+    app: &App,
+    event: Value,
+    budget: Duration,
+) -> Result<Value, HandlerError> {
+    let mut context = Context::default();
+    context.request_id = format!("req-{}", unique());
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    context.deadline = now_ms + budget.as_millis() as u64;
+    handler::handle(app, LambdaEvent::new(event, context)).await
+}
+
+pub fn event_file(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A sign-up confirmation for a new, unique user.
+pub fn sign_up(
+    sub: &str,
+    email: &str,
+    preferred_username: Option<&str>,
+    name: Option<&str>,
+) -> Value {
+    let mut event = event_file("sign-up.json");
+    let attributes = &mut event["request"]["userAttributes"];
+    attributes["sub"] = sub.into();
+    attributes["email"] = email.into();
+    match preferred_username {
+        Some(handle) => attributes["preferred_username"] = handle.into(),
+        None => drop(
+            attributes
+                .as_object_mut()
+                .map(|a| a.remove("preferred_username")),
+        ),
+    }
+    match name {
+        Some(name) => attributes["name"] = name.into(),
+        None => drop(attributes.as_object_mut().map(|a| a.remove("name"))),
+    }
+    event["userName"] = format!("user-{sub}").into();
+    event
+}
+
+/// A process-unique suffix.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The function's logs in each test's captured output (shown when it fails); `RUST_LOG` filters.
+fn init_logs() {
+    use lambda_runtime::tracing::subscriber::{EnvFilter, fmt};
+    let _ = fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .try_init();
+}
