@@ -104,6 +104,15 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
         request_id = %context.request_id,
         sub = field::Empty
     );
+    // The sub identifies the user in every line of this invocation, even when the event is
+    // rejected later (it is an opaque id, not personal data; bounded in case of junk input).
+    if let Some(sub) = payload
+        .pointer("/request/userAttributes/sub")
+        .and_then(Value::as_str)
+    {
+        let shown: String = sub.chars().take(128).collect();
+        span.record("sub", shown.as_str());
+    }
     async {
         let result = run(app, &payload, &context).await;
         if let Err(error) = &result {
@@ -123,7 +132,6 @@ async fn run(app: &App, payload: &Value, context: &Context) -> Result<(), Handle
         }
         Action::Record(user) => user,
     };
-    tracing::Span::current().record("sub", user.sub.as_str());
     let deadline = deadline(context, app.deadline_margin());
     let started = Instant::now();
     let outcome = app.record(&user, deadline).await?;

@@ -14,6 +14,7 @@ use local_stack::{Stack, TestDb};
 use serde_json::Value;
 
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
+pub const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
 
 /// One test's world: its own database and secret on the shared stack.
 pub struct TestApp<'s> {
@@ -34,6 +35,8 @@ impl<'s> TestApp<'s> {
     pub async fn on(stack: &'s Stack) -> TestApp<'s> {
         init_logs();
         let db = stack.new_database(SCHEMA);
+        // The function logs in as a role with exactly the rights sql/app-role.sql grants.
+        db.admin_psql(&format!("\\set app_role {}\n{APP_ROLE}", db.role));
         let sdk = sdk_config(&stack.moto.endpoint()).await;
         TestApp { stack, db, sdk }
     }

@@ -8,5 +8,6 @@ mod bad_input;
 mod events;
 mod exactly_once;
 mod faults;
+mod least_privilege;
 mod logs;
 mod tls;

@@ -1,0 +1,29 @@
+-- The database role the function logs in as (through RDS Proxy): it may INSERT into and SELECT
+-- from public.users, and nothing else (no UPDATE, DELETE or TRUNCATE, no other table, no CREATE).
+-- The trigger itself needs only INSERT; SELECT serves the backfill's dry run and operators' checks.
+--
+-- Run after sql/schema.sql, in the application database, as the table's owner (on RDS: the master
+-- user); re-runnable:
+--   psql "$ADMIN_URL" -v app_role=cognito_post_confirmation -f sql/app-role.sql
+-- Then give the role the password stored in the function's secret (rotation keeps them in step):
+--   psql "$ADMIN_URL" -c "ALTER ROLE cognito_post_confirmation PASSWORD '…'"
+-- The tests and the local stack run the function as a role made by exactly this file.
+
+\set ON_ERROR_STOP on
+\if :{?app_role}
+\else
+  \set app_role cognito_post_confirmation
+\endif
+
+SELECT format('CREATE ROLE %I LOGIN', :'app_role')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'app_role') \gexec
+
+-- No rights from other roles it might have been granted, and no role or database creation.
+SELECT format('ALTER ROLE %I LOGIN NOCREATEDB NOCREATEROLE NOINHERIT', :'app_role') \gexec
+
+-- Start from nothing in this schema, then grant exactly what is needed.
+SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'app_role') \gexec
+SELECT format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', :'app_role') \gexec
+SELECT format('REVOKE ALL ON SCHEMA public FROM %I', :'app_role') \gexec
+SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'app_role') \gexec
+SELECT format('GRANT SELECT, INSERT ON public.users TO %I', :'app_role') \gexec
