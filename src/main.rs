@@ -1,3 +1,18 @@
+// Release builds abort on panic (`panic = "abort"`), so nothing on the invocation path may panic;
+// these lints make that a CI failure rather than a convention.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 use cognito_post_confirmation::{App, Config, handler};
 use lambda_runtime::{Error, run, service_fn, tracing};
 
