@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 use tokio::sync::Mutex;
 use tokio::time::timeout_at;
-use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::credentials::{self, Credentials, CredentialsError};
-use crate::db::{self, Outcome};
+use crate::db::{self, Connection, Outcome};
 use crate::tls::{self, TlsError};
 use crate::user::NewUser;
 
@@ -33,7 +32,7 @@ pub struct App {
 #[derive(Default)]
 struct State {
     credentials: Option<Credentials>,
-    client: Option<Client>,
+    client: Option<Connection>,
 }
 
 /// Why a cold start cannot produce a working function (configuration, not the network).
@@ -154,8 +153,17 @@ impl App {
                 Err(error) if db::is_connection_error(&error) => {
                     state.client = None;
                     if retried {
-                        return Err(RecordError::Insert {
-                            message: db::describe(&error).to_string(),
+                        let endpoint = state
+                            .credentials
+                            .as_ref()
+                            .map(|c| format!("{}:{}", c.host, c.port))
+                            .unwrap_or_default();
+                        return Err(RecordError::Connect {
+                            endpoint,
+                            message: format!(
+                                "the connection failed twice during the INSERT: {}",
+                                db::describe(&error)
+                            ),
                         });
                     }
                     warn!(error = %db::describe(&error), "the connection failed during the INSERT; retrying once on a new connection");
@@ -175,7 +183,12 @@ impl App {
     /// come (the proxy or network hangs), stop waiting shortly after `limit`, send a cancel
     /// request as a last resort, and drop the connection; the INSERT's fate is then unknown, and
     /// Cognito's retry is safe because the INSERT is idempotent.
-    async fn insert_or_cancel(&self, client: &Client, user: &NewUser, limit: Instant) -> Attempt {
+    async fn insert_or_cancel(
+        &self,
+        client: &Connection,
+        user: &NewUser,
+        limit: Instant,
+    ) -> Attempt {
         let budget = limit.saturating_duration_since(Instant::now());
         let insert = db::insert_user_within(client, user, budget);
         match timeout_at((limit + SERVER_CANCEL_GRACE).into(), insert).await {
@@ -206,7 +219,7 @@ impl App {
         &self,
         held: &mut Option<Credentials>,
         deadline: Instant,
-    ) -> Result<Client, RecordError> {
+    ) -> Result<Connection, RecordError> {
         let credentials = match held.take() {
             Some(credentials) => credentials,
             None => self.fetch_credentials(deadline).await?,
@@ -254,7 +267,7 @@ impl App {
         &self,
         credentials: &Credentials,
         deadline: Instant,
-    ) -> Result<Client, Rejected> {
+    ) -> Result<Connection, Rejected> {
         let started = Instant::now();
         let limit = deadline.min(started + self.config.connect_timeout);
         let cap = limit.saturating_duration_since(started);

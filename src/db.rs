@@ -45,13 +45,35 @@ impl Outcome {
     }
 }
 
+/// An open connection. Dropping it closes the socket at once, even with a request in flight:
+/// tokio-postgres alone would keep the connection open until pending requests are answered, so an
+/// INSERT abandoned at its deadline (say, queued in the proxy while the database is down) could
+/// still commit much later.
+pub struct Connection {
+    client: Client,
+    driver: tokio::task::AbortHandle,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
 /// Opens a connection that requires TLS and verifies the server's certificate and host name
 /// (the rustls connector always verifies). The connection's driver runs as a background task.
 pub async fn connect(
     credentials: &Credentials,
     tls: &MakeRustlsConnect,
     connect_timeout: Duration,
-) -> Result<Client, Error> {
+) -> Result<Connection, Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&credentials.host)
@@ -63,12 +85,13 @@ pub async fn connect(
         .ssl_mode(SslMode::Require)
         .connect_timeout(connect_timeout);
     let (client, connection) = config.connect(tls.clone()).await?;
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(error = %describe(&error), "database connection closed");
         }
-    });
-    Ok(client)
+    })
+    .abort_handle();
+    Ok(Connection { client, driver })
 }
 
 /// Runs the idempotent INSERT for `user`, on its own (one round trip, autocommit).

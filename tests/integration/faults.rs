@@ -68,6 +68,72 @@ async fn an_outage_fails_fast_and_the_next_invocation_after_recovery_succeeds() 
     assert_eq!(test.count_users(), 2);
 }
 
+/// RDS Proxy stays up while the database behind it is down (a failover, a restart): the proxy
+/// accepts the login and queues the transaction (PgBouncer's query_wait_timeout, like RDS Proxy's
+/// ConnectionBorrowTimeout, is 120 s). The invocation's own deadline must end the wait.
+#[tokio::test]
+async fn the_database_down_behind_a_live_proxy_times_out_inside_the_deadline() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let app = test.start().await;
+    invoke(&app, new_user()).await.expect("first");
+
+    stack.pg.stop();
+    let started = Instant::now();
+    let unlucky = new_user();
+    let error = invoke(&app, unlucky.clone())
+        .await
+        .expect_err("database down");
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            error.error_type(),
+            "Timeout" | "DatabaseError" | "DatabaseConnectionError"
+        ),
+        "{error}"
+    );
+    assert!(took < COGNITO_BUDGET, "took {took:?}");
+
+    stack.pg.start();
+    // PgBouncer, like RDS Proxy, takes a moment to log in to the database again
+    // (server_login_retry); "back" means reachable through the proxy.
+    wait_until_reachable_through_the_proxy(&test);
+    invoke(&app, new_user())
+        .await
+        .expect("after the database came back");
+    // Cognito's retry of the failed sign-up lands it exactly once, whether or not the abandoned
+    // attempt had reached the database.
+    invoke(&app, unlucky).await.expect("the retry");
+    assert_eq!(test.count_users(), 3);
+    assert_eq!(
+        test.query("SELECT count(DISTINCT cognito_user_id) FROM public.users"),
+        vec!["3"]
+    );
+}
+
+fn wait_until_reachable_through_the_proxy(test: &TestApp<'_>) {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = Command::new("psql")
+            .arg(test.db.bouncer_conninfo())
+            .args(["-X", "-q", "-c", "SELECT 1"])
+            .env("PGPASSWORD", &test.db.app_password)
+            .env("PGCONNECT_TIMEOUT", "2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("psql");
+        if status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "the proxy never served the database again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[tokio::test]
 async fn a_cold_start_during_an_outage_recovers_without_a_restart() {
     let stack = Stack::start();
