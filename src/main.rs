@@ -19,8 +19,19 @@ use lambda_runtime::{Error, run, service_fn, tracing};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
+    let app = match cold_start().await {
+        Ok(app) => app,
+        Err(error) => {
+            // Lambda reports the init failure; the log line says why, naming the variable.
+            tracing::error!(%error, "cold start failed");
+            return Err(error);
+        }
+    };
+    run(service_fn(|event| handler::handle(&app, event))).await
+}
+
+async fn cold_start() -> Result<App, Error> {
     let config = Config::from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let app = App::init(config, &sdk).await?;
-    run(service_fn(|event| handler::handle(&app, event))).await
+    Ok(App::init(config, &sdk).await?)
 }

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod bad_input;
+mod cold_start;
 mod events;
 mod exactly_once;
 mod faults;
