@@ -21,6 +21,17 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'app_role') \gexec
 -- No rights from other roles it might have been granted, and no role or database creation.
 SELECT format('ALTER ROLE %I LOGIN NOCREATEDB NOCREATEROLE NOINHERIT', :'app_role') \gexec
 
+-- Server-side backstops for every session of this role (the function never sends SET: RDS Proxy
+-- would pin the session). The function gives up on an INSERT at the invocation's deadline and
+-- drops its connection, but a statement already running on the server (waiting on a lock, say)
+-- goes on until it ends; statement_timeout ends it within 3 s (under the function's 4 s Lambda
+-- timeout and Cognito's 5 s) and rolls it back. Keep it at least DB_STATEMENT_TIMEOUT_MS.
+-- client_connection_check_interval ends a statement whose client is gone where the proxy closes
+-- the server connection; idle_in_transaction_session_timeout ends a transaction left open.
+SELECT format('ALTER ROLE %I SET statement_timeout = %L', :'app_role', '3s') \gexec
+SELECT format('ALTER ROLE %I SET client_connection_check_interval = %L', :'app_role', '250ms') \gexec
+SELECT format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', :'app_role', '5s') \gexec
+
 -- Start from nothing in this schema, then grant exactly what is needed.
 SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'app_role') \gexec
 SELECT format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', :'app_role') \gexec

@@ -15,10 +15,8 @@ use crate::db::{self, Connection, Outcome};
 use crate::tls::{self, TlsError};
 use crate::user::NewUser;
 
-/// How long past the time limit to wait for the server's own cancellation to arrive, and then
-/// how long a last-resort cancel request may take; both come out of the deadline margin
+/// How long a last-resort cancel request may take; it comes out of the deadline margin
 /// (`DEADLINE_MARGIN_MS`, default 200 ms).
-const SERVER_CANCEL_GRACE: Duration = Duration::from_millis(50);
 const CANCEL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Everything a warm invocation reuses.
@@ -178,24 +176,21 @@ impl App {
         }
     }
 
-    /// Runs the INSERT with the server enforcing `limit` (see [`db::insert_user_within`]); the
-    /// server then answers with a cancellation and has rolled back. Should even that answer not
-    /// come (the proxy or network hangs), stop waiting shortly after `limit`, send a cancel
-    /// request as a last resort, and drop the connection; the INSERT's fate is then unknown, and
-    /// Cognito's retry is safe because the INSERT is idempotent.
+    /// Runs the INSERT until `limit`. Past it, the statement may still be running (blocked on a
+    /// lock, say) or queued in the proxy: send a cancel request (best effort: PgBouncer 1.18 does
+    /// not pass one on over TLS, and proxies differ), and let the caller drop the connection,
+    /// which closes its socket at once, so a request still queued in the proxy is discarded. A
+    /// statement already running on the server ends at the role's `statement_timeout` (3 s, from
+    /// sql/app-role.sql) at the latest. No `SET` is sent per call: RDS Proxy pins a session that
+    /// sends one. Should the INSERT commit after all, Cognito's retry finds the row and writes
+    /// nothing.
     async fn insert_or_cancel(
         &self,
         client: &Connection,
         user: &NewUser,
         limit: Instant,
     ) -> Attempt {
-        let budget = limit.saturating_duration_since(Instant::now());
-        let insert = db::insert_user_within(client, user, budget);
-        match timeout_at((limit + SERVER_CANCEL_GRACE).into(), insert).await {
-            Ok(Err(error)) if db::is_cancelled(&error) => {
-                info!("the INSERT hit its time limit; the server cancelled and rolled it back");
-                Attempt::TimedOut
-            }
+        match timeout_at(limit.into(), db::insert_user(client, user)).await {
             Ok(result) => Attempt::Done(result),
             Err(_) => {
                 let token = client.cancel_token();
@@ -206,7 +201,7 @@ impl App {
                 ) {
                     warn!("could not send a cancel request for the INSERT");
                 }
-                warn!("no answer from the database by the time limit; dropping the connection");
+                warn!("the INSERT did not finish by its time limit; abandoning the connection");
                 Attempt::TimedOut
             }
         }

@@ -186,7 +186,8 @@ async fn nothing_listening_fails_fast_with_a_connection_error() {
 }
 
 #[tokio::test]
-async fn a_blocked_insert_is_cancelled_at_the_deadline_and_the_next_invocation_is_healthy() {
+async fn a_blocked_insert_times_out_at_the_deadline_is_rolled_back_and_the_next_invocation_is_healthy()
+ {
     let test = TestApp::new().await;
     let app = test.start().await;
     let user = new_user();
@@ -216,6 +217,9 @@ async fn a_blocked_insert_is_cancelled_at_the_deadline_and_the_next_invocation_i
     assert_eq!(error.error_type(), "Timeout", "{error}");
     assert!(took < Duration::from_millis(1500), "took {took:?}");
 
+    // The abandoned INSERT ends on the server while the lock is still held: the role's
+    // statement_timeout (sql/app-role.sql) cancels it and rolls it back.
+    wait_until_no_insert_is_running(&test);
     // Release the lock; the cancelled INSERT must not have landed, and Cognito's retry lands once.
     writeln!(stdin, "ROLLBACK;").expect("unlock");
     drop(stdin);
@@ -230,6 +234,25 @@ async fn a_blocked_insert_is_cancelled_at_the_deadline_and_the_next_invocation_i
         .expect("retry after the lock");
     invoke(&app, user).await.expect("second retry");
     assert_eq!(test.count_users(), 1);
+}
+
+fn wait_until_no_insert_is_running(test: &TestApp<'_>) {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let running = test.query(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' \
+             AND state <> 'idle' AND query LIKE 'INSERT INTO public.users%'",
+            test.db.role
+        ));
+        if running == vec!["0".to_owned()] {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "the abandoned INSERT is still running on the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn wait_for_lock(test: &TestApp<'_>) {
