@@ -1,0 +1,345 @@
+//! The speed budget, measured in one run: cold start and warm latency of the release `bootstrap`
+//! under a Lambda Runtime API against the local stack (TLS PostgreSQL 15 behind PgBouncer,
+//! moto's Secrets Manager), its peak RSS and size, and the same run's baselines. See
+//! `bench/run.sh`; figures are compared as ratios, never as absolute times.
+
+mod runtime_api;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cognito_post_confirmation::{Config, credentials, db, tls, user::NewUser};
+use local_stack::{Stack, TestDb};
+use runtime_api::RuntimeApi;
+use serde_json::{Value, json};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+const SCHEMA: &str = include_str!("../../sql/schema.sql");
+const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
+const EVENT: &str = include_str!("../../events/sign-up.json");
+
+struct Args {
+    bootstrap: PathBuf,
+    arm64_bootstrap: Option<PathBuf>,
+    warm: usize,
+    cold: usize,
+    connect_per_insert: usize,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        bootstrap: PathBuf::from("target/release/cognito-post-confirmation"),
+        arm64_bootstrap: None,
+        warm: 1000,
+        cold: 15,
+        connect_per_insert: 200,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bootstrap" => args.bootstrap = value.into(),
+            "--arm64-bootstrap" => args.arm64_bootstrap = Some(value.into()),
+            "--warm" => args.warm = value.parse().expect("--warm N"),
+            "--cold" => args.cold = value.parse().expect("--cold N"),
+            "--connect-per-insert" => {
+                args.connect_per_insert = value.parse().expect("--connect-per-insert N")
+            }
+            _ => panic!("unknown flag {flag}"),
+        }
+    }
+    args
+}
+
+/// A distinct sign-up event for user number `n` of a `kind` of measurement.
+fn event(kind: &str, n: usize) -> Value {
+    let mut event: Value = serde_json::from_str(EVENT).expect("events/sign-up.json");
+    let sub = format!("{kind}-{n}-{}", std::process::id());
+    event["userName"] = json!(sub);
+    event["request"]["userAttributes"]["sub"] = json!(sub);
+    event["request"]["userAttributes"]["email"] = json!(format!("{sub}@example.com"));
+    event
+}
+
+fn user(kind: &str, n: usize) -> NewUser {
+    let event = event(kind, n);
+    let attributes =
+        serde_json::from_value(event["request"]["userAttributes"].clone()).expect("attributes");
+    NewUser::from_attributes(event["userName"].as_str(), &attributes).expect("user")
+}
+
+/// The function as Lambda starts it: a fresh process with the Runtime API in its environment.
+fn spawn_function(bootstrap: &PathBuf, api: &RuntimeApi, db: &TestDb, log: &str) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(bootstrap)
+        .env_clear()
+        .envs(db.env())
+        .env("PATH", "/usr/bin:/bin")
+        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "cognito-post-confirmation")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn the bootstrap")
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn add(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+    fn quantile(&self, q: f64) -> Duration {
+        let mut v = self.0.clone();
+        v.sort();
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v.get(i).copied().unwrap_or_default()
+    }
+    fn p50(&self) -> Duration {
+        self.quantile(0.50)
+    }
+    fn p99(&self) -> Duration {
+        self.quantile(0.99)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = args();
+    let started = Instant::now();
+    let stack = Stack::start();
+    let db = stack.new_database(SCHEMA);
+    db.admin_psql(&format!("\\set app_role {}\n{APP_ROLE}", db.role));
+    eprintln!("bench: local stack up in {:.0} ms", ms(started.elapsed()));
+
+    let env: Vec<(&str, String)> = db.env();
+    let config =
+        Config::from_lookup(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+            .expect("config");
+    let tls = MakeRustlsConnect::new(tls::client_config(config.ca_file.as_deref()).expect("tls"));
+    let creds = credentials::parse(&db.secret_json(&db.app_password), &config).expect("creds");
+    let limit = Duration::from_secs(10);
+
+    // Baseline pieces of a cold start: one Secrets Manager read (moto) through the AWS SDK.
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(stack.moto.endpoint())
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let mut secret_fetch = Samples::default();
+    for i in 0..21 {
+        let t = Instant::now();
+        credentials::fetch(&secrets, &config).await.expect("secret");
+        if i > 0 {
+            secret_fetch.add(t.elapsed());
+        }
+    }
+
+    // Cold starts: a fresh process per sample, timed from spawn to the first answer.
+    let mut cold = Samples::default();
+    let mut cold_rss = Vec::new();
+    for n in 0..args.cold + 1 {
+        // A Runtime API per process: a killed process's pending `next` must not take an event.
+        let api = RuntimeApi::start().await.expect("runtime API");
+        let spawned = Instant::now();
+        let mut child = spawn_function(&args.bootstrap, &api, &db, "target/bench/cold.log");
+        let done = api
+            .invoke(&event("cold", n), limit)
+            .await
+            .expect("cold invocation");
+        assert!(
+            done.ok,
+            "cold start failed: {}",
+            String::from_utf8_lossy(&done.body)
+        );
+        if n > 0 {
+            // The first spawn pays for loading the binary from disk into the page cache.
+            cold.add(done.completed - spawned);
+            cold_rss.push(peak_rss_kib(child.id()));
+        }
+        child.kill().ok();
+        child.wait().ok();
+    }
+
+    // Warm invocations and the bare persistent INSERT, in alternating blocks so that drift in
+    // the machine's load hits both alike.
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut child = spawn_function(&args.bootstrap, &api, &db, "target/bench/warm.log");
+    let bare = db::connect(&creds, &tls, Duration::from_secs(5))
+        .await
+        .expect("baseline connection");
+    for n in 0..50 {
+        api.invoke(&event("warmup", n), limit)
+            .await
+            .expect("warm-up");
+        db::insert_user(&bare, &user("bare-warmup", n))
+            .await
+            .expect("warm-up");
+    }
+    let mut warm = Samples::default();
+    let mut persistent = Samples::default();
+    let block = 100;
+    let mut n = 0;
+    while n < args.warm {
+        for i in n..(n + block).min(args.warm) {
+            let done = api.invoke(&event("warm", i), limit).await.expect("warm");
+            assert!(
+                done.ok,
+                "warm invocation failed: {}",
+                String::from_utf8_lossy(&done.body)
+            );
+            warm.add(done.completed - done.handed_out);
+        }
+        for i in n..(n + block).min(args.warm) {
+            let t = Instant::now();
+            let outcome = db::insert_user(&bare, &user("bare", i))
+                .await
+                .expect("bare");
+            persistent.add(t.elapsed());
+            assert_eq!(outcome, db::Outcome::Inserted);
+        }
+        n += block;
+    }
+    let warm_rss = peak_rss_kib(child.id());
+    child.kill().ok();
+    child.wait().ok();
+
+    // What a handler that connects per call pays: TLS + SCRAM through PgBouncer, the INSERT, close.
+    let mut per_call = Samples::default();
+    for i in 0..args.connect_per_insert {
+        let t = Instant::now();
+        let connection = db::connect(&creds, &tls, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        db::insert_user(&connection, &user("percall", i))
+            .await
+            .expect("insert");
+        drop(connection);
+        per_call.add(t.elapsed());
+    }
+
+    let rows: u64 = db
+        .admin_psql("SELECT count(*) FROM public.users")
+        .trim()
+        .parse()
+        .expect("count");
+
+    let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).ok();
+    let x86_size = size(&args.bootstrap);
+    let arm_size = args.arm64_bootstrap.as_ref().and_then(size);
+    let peak_rss = cold_rss
+        .iter()
+        .copied()
+        .chain([warm_rss])
+        .max()
+        .unwrap_or(0);
+
+    let warm_ratio = ms(warm.p50()) / ms(persistent.p50());
+    let cold_ratio = ms(cold.p50()) / ms(per_call.p50());
+    let mb = |b: u64| b as f64 / 1_000_000.0;
+    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+
+    println!("\n== Speed budget (one run; {} rows written) ==", rows);
+    println!("{:<52} {:>10} {:>10}", "measurement", "p50 ms", "p99 ms");
+    let line = |name: &str, s: &Samples| {
+        println!(
+            "{:<52} {:>10.3} {:>10.3}",
+            format!("{name} (n={})", s.0.len()),
+            ms(s.p50()),
+            ms(s.p99())
+        )
+    };
+    line("function, warm invocation", &warm);
+    line(
+        "baseline: bare INSERT, persistent TLS connection",
+        &persistent,
+    );
+    line("function, cold start (spawn -> first answer)", &cold);
+    line("baseline: connect (TLS+SCRAM) + INSERT per call", &per_call);
+    line(
+        "part of cold start: one GetSecretValue (moto)",
+        &secret_fetch,
+    );
+    println!(
+        "peak RSS of the function: {:.1} MB (cold {:.1} MB, warm after {} calls {:.1} MB)",
+        peak_rss as f64 / 1024.0,
+        cold_rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+        args.warm + 50,
+        warm_rss as f64 / 1024.0
+    );
+    println!(
+        "bootstrap size: x86_64 {} / arm64 {}",
+        x86_size.map_or("?".into(), |b| format!("{:.2} MB", mb(b))),
+        arm_size.map_or("not built".into(), |b| format!("{:.2} MB", mb(b)))
+    );
+    println!("\n== Targets ==");
+    println!(
+        "{} warm p50 / bare persistent INSERT p50 = {warm_ratio:.2} (target <= 2)",
+        verdict(warm_ratio <= 2.0)
+    );
+    println!(
+        "{} cold start p50 = {:.1} ms (target <= 25 ms, incl. the secret fetch)",
+        verdict(ms(cold.p50()) <= 25.0),
+        ms(cold.p50())
+    );
+    println!(
+        "{} cold start p50 / connect-per-insert p50 = {cold_ratio:.2} (target <= 3)",
+        verdict(cold_ratio <= 3.0)
+    );
+    println!(
+        "{} peak RSS {:.1} MB (target <= 20 MB)",
+        verdict(peak_rss as f64 / 1024.0 <= 20.0),
+        peak_rss as f64 / 1024.0
+    );
+    if let Some(b) = arm_size {
+        println!(
+            "{} arm64 bootstrap {:.2} MB (target <= 6 MB)",
+            verdict(mb(b) <= 6.0),
+            mb(b)
+        );
+    }
+
+    let results = json!({
+        "warm_p50_ms": ms(warm.p50()), "warm_p99_ms": ms(warm.p99()),
+        "bare_insert_p50_ms": ms(persistent.p50()), "bare_insert_p99_ms": ms(persistent.p99()),
+        "cold_start_p50_ms": ms(cold.p50()), "cold_start_p99_ms": ms(cold.p99()),
+        "connect_per_insert_p50_ms": ms(per_call.p50()),
+        "secret_fetch_p50_ms": ms(secret_fetch.p50()),
+        "warm_ratio": warm_ratio, "cold_ratio": cold_ratio,
+        "peak_rss_kib": peak_rss, "x86_64_bytes": x86_size, "arm64_bytes": arm_size,
+        "rows": rows,
+    });
+    std::fs::write(
+        "target/bench/results.json",
+        serde_json::to_string_pretty(&results).expect("json"),
+    )
+    .expect("results.json");
+    println!("\nresults: target/bench/results.json; function logs: target/bench/*.log");
+}
