@@ -1,0 +1,86 @@
+//! `cognito-backfill`: see the crate docs and docs/backfill.md.
+
+use std::process::ExitCode;
+
+use aws_config::retry::RetryConfig;
+use cognito_backfill::{Database, Fatal, Options, USAGE, parse_args, run};
+use cognito_post_confirmation::{Config, credentials, tls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let options = match parse_args(args) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("cognito-backfill: {error}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match backfill(&options).await {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(Fatal(error)) => {
+            eprintln!("cognito-backfill: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn backfill(options: &Options) -> Result<u64, Fatal> {
+    let config = Config::from_env().map_err(|e| Fatal(e.to_string()))?;
+    // Throttled ListUsers calls (TooManyRequestsException) are retried by the SDK with exponential
+    // backoff and jitter, up to 10 attempts per page.
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(10))
+        .load()
+        .await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let credentials = credentials::fetch(&secrets, &config)
+        .await
+        .map_err(|e| Fatal(e.to_string()))?;
+    let tls = tls::client_config(config.ca_file.as_deref()).map_err(|e| Fatal(e.to_string()))?;
+    let mut database = Database::open(
+        credentials,
+        MakeRustlsConnect::new(tls),
+        config.connect_timeout,
+    )
+    .await?;
+    let dry_run = options.dry_run;
+    eprintln!(
+        "cognito-backfill: pool {}, statuses {}{}",
+        options.user_pool_id,
+        options.statuses.join(","),
+        if dry_run {
+            ", dry run (nothing is written)"
+        } else {
+            ""
+        }
+    );
+    let report = run(options, &cognito, &mut database, |report| {
+        eprintln!("cognito-backfill: progress: {}", report.line(dry_run));
+    })
+    .await?;
+    println!("users seen:       {}", report.seen);
+    println!("already present:  {}", report.already_present);
+    println!(
+        "{}{}",
+        if dry_run {
+            "would insert:     "
+        } else {
+            "inserted:         "
+        },
+        report.inserted
+    );
+    println!("skipped:          {}", report.skipped_total());
+    for (reason, count) in &report.skipped {
+        println!("  {count:>6}  {reason}");
+    }
+    println!("failed:           {}", report.failed);
+    Ok(report.failed)
+}

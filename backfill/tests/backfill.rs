@@ -1,0 +1,401 @@
+//! The backfill against moto's Cognito and the real local stack (TLS PostgreSQL behind PgBouncer,
+//! credentials from moto's Secrets Manager), run as the real binary.
+
+use std::collections::HashMap;
+use std::process::{Command, Output};
+
+use aws_sdk_cognitoidentityprovider::Client as Cognito;
+use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType};
+use cognito_post_confirmation::user::NewUser;
+use cognito_post_confirmation::{App, Config, handler};
+use lambda_context::invoke;
+use local_stack::{Stack, TestDb};
+
+const SCHEMA: &str = include_str!("../../sql/schema.sql");
+const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
+
+/// One test's world: a database and secret on the shared stack, and a user pool in moto.
+struct World {
+    stack: &'static Stack,
+    db: TestDb,
+    cognito: Cognito,
+    pool: String,
+}
+
+/// Users by kind, as created in the pool.
+#[derive(Default)]
+struct Population {
+    /// CONFIRMED with an email: each must end as exactly one row.
+    confirmed: Vec<String>,
+    /// FORCE_CHANGE_PASSWORD (created by an administrator, never signed in).
+    unconfirmed: Vec<String>,
+    /// CONFIRMED but without an email.
+    no_email: Vec<String>,
+}
+
+async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_cognitoidentityprovider::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+impl World {
+    async fn new() -> World {
+        let stack = Stack::shared();
+        let db = stack.new_database(SCHEMA);
+        db.admin_psql(&format!("\\set app_role {}\n{APP_ROLE}", db.role));
+        let cognito = Cognito::new(&sdk(&stack.moto.endpoint()).await);
+        let pool = cognito
+            .create_user_pool()
+            .pool_name(&db.name)
+            .send()
+            .await
+            .expect("user pool")
+            .user_pool()
+            .and_then(|p| p.id())
+            .expect("pool id")
+            .to_owned();
+        World {
+            stack,
+            db,
+            cognito,
+            pool,
+        }
+    }
+
+    async fn add_user(&self, username: &str, attributes: &[(&str, &str)], confirm: bool) {
+        self.cognito
+            .admin_create_user()
+            .user_pool_id(&self.pool)
+            .username(username)
+            .set_user_attributes(Some(
+                attributes
+                    .iter()
+                    .map(|(k, v)| {
+                        AttributeType::builder()
+                            .name(*k)
+                            .value(*v)
+                            .build()
+                            .expect("attribute")
+                    })
+                    .collect(),
+            ))
+            .message_action(MessageActionType::Suppress)
+            .send()
+            .await
+            .expect("AdminCreateUser");
+        if confirm {
+            self.cognito
+                .admin_set_user_password()
+                .user_pool_id(&self.pool)
+                .username(username)
+                .password("Correct-Horse-9")
+                .permanent(true)
+                .send()
+                .await
+                .expect("AdminSetUserPassword");
+        }
+    }
+
+    /// `confirmed` confirmed users with an email (every third with a name, every other with a
+    /// preferred_username), `unconfirmed` administrator-created ones, `no_email` confirmed ones
+    /// without an email.
+    async fn populate(&self, confirmed: usize, unconfirmed: usize, no_email: usize) -> Population {
+        let mut population = Population::default();
+        for n in 0..confirmed {
+            let username = format!("user{n:04}");
+            let email = format!("{username}@example.com");
+            let handle = format!("handle{n}");
+            let name = format!("Name {n}");
+            let mut attributes = vec![("email", email.as_str())];
+            if n % 2 == 0 {
+                attributes.push(("preferred_username", handle.as_str()));
+            }
+            if n % 3 == 0 {
+                attributes.push(("name", name.as_str()));
+            }
+            self.add_user(&username, &attributes, true).await;
+            population.confirmed.push(username);
+        }
+        for n in 0..unconfirmed {
+            let username = format!("pending{n:04}");
+            let email = format!("{username}@example.com");
+            self.add_user(&username, &[("email", email.as_str())], false)
+                .await;
+            population.unconfirmed.push(username);
+        }
+        for n in 0..no_email {
+            let username = format!("noemail{n:04}");
+            self.add_user(&username, &[("name", "No Email")], true)
+                .await;
+            population.no_email.push(username);
+        }
+        population
+    }
+
+    /// Every user's Cognito attributes (including the generated `sub`), by username.
+    async fn attributes(&self) -> HashMap<String, HashMap<String, String>> {
+        let mut all = HashMap::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .cognito
+                .list_users()
+                .user_pool_id(&self.pool)
+                .set_pagination_token(token)
+                .send()
+                .await
+                .expect("ListUsers");
+            for user in page.users() {
+                let attributes = user
+                    .attributes()
+                    .iter()
+                    .filter_map(|a| Some((a.name().to_owned(), a.value()?.to_owned())))
+                    .collect();
+                all.insert(user.username().expect("username").to_owned(), attributes);
+            }
+            match page.pagination_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => return all,
+            }
+        }
+    }
+
+    fn backfill(&self, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cognito-backfill"))
+            .env_clear()
+            .envs(self.db.env())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER",
+                self.stack.moto.endpoint(),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["--user-pool-id", &self.pool])
+            .args(extra)
+            .output()
+            .expect("cognito-backfill runs")
+    }
+
+    fn query(&self, sql: &str) -> Vec<String> {
+        self.db
+            .admin_psql(sql)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn rows(&self) -> usize {
+        self.query("SELECT count(*) FROM public.users")[0]
+            .parse()
+            .expect("count")
+    }
+
+    /// The function itself, as an execution environment of this world.
+    async fn trigger(&self) -> App {
+        let env = self.db.env();
+        let config = Config::from_lookup(|name| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })
+        .expect("config");
+        App::init(config, &sdk(&self.stack.moto.endpoint()).await)
+            .await
+            .expect("cold start")
+    }
+}
+
+/// A PostConfirmation event for a user as Cognito would send it.
+fn sign_up_event(username: &str, attributes: &HashMap<String, String>) -> serde_json::Value {
+    serde_json::json!({
+        "version": "1", "region": "us-east-1", "userPoolId": "us-east-1_x", "userName": username,
+        "callerContext": {"awsSdkVersion": "aws-sdk-unknown-unknown", "clientId": "c"},
+        "triggerSource": "PostConfirmation_ConfirmSignUp",
+        "request": {"userAttributes": attributes}, "response": {}
+    })
+}
+
+mod lambda_context {
+    use super::*;
+    use lambda_runtime::{Context, LambdaEvent};
+
+    pub async fn invoke(app: &App, event: serde_json::Value) {
+        let mut context = Context::default();
+        context.request_id = "backfill-test".to_owned();
+        handler::handle(app, LambdaEvent::new(event, context))
+            .await
+            .expect("the trigger records the user");
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn count(output: &Output, label: &str) -> u64 {
+    let text = stdout(output);
+    text.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no `{label}` in:\n{text}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
+
+#[tokio::test]
+async fn records_every_confirmed_user_once_across_pages_and_repeated_runs() {
+    let world = World::new().await;
+    let population = world.populate(180, 40, 30).await;
+    let attributes = world.attributes().await;
+
+    // Some users were recorded by the trigger already.
+    let trigger = world.trigger().await;
+    for username in population.confirmed.iter().take(60) {
+        invoke(&trigger, sign_up_event(username, &attributes[username])).await;
+    }
+    let recorded_before =
+        world.query("SELECT cognito_user_id, created_at FROM public.users ORDER BY 1");
+
+    let first = world.backfill(&["--page-size", "25"]);
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(count(&first, "users seen:"), 250);
+    assert_eq!(count(&first, "already present:"), 60);
+    assert_eq!(count(&first, "inserted:"), 120);
+    assert_eq!(count(&first, "skipped:"), 70);
+    assert_eq!(count(&first, "failed:"), 0);
+    let text = stdout(&first);
+    assert!(
+        text.contains("    40  status FORCE_CHANGE_PASSWORD"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    30  the `email` attribute is missing or empty"),
+        "{text}"
+    );
+
+    // Exactly one row per confirmed user with an email, mapped as the trigger maps it, and the
+    // rows the trigger wrote untouched.
+    assert_eq!(world.rows(), 180);
+    for username in &population.confirmed {
+        let expected =
+            NewUser::from_attributes(Some(username), &attributes[username]).expect("user");
+        assert_eq!(
+            world.query(&format!(
+                "SELECT email, handle, display_name FROM public.users WHERE cognito_user_id = '{}'",
+                expected.sub
+            )),
+            vec![format!(
+                "{}|{}|{}",
+                expected.email, expected.handle, expected.display_name
+            )]
+        );
+    }
+    let subs: Vec<String> = population
+        .confirmed
+        .iter()
+        .take(60)
+        .map(|u| attributes[u]["sub"].clone())
+        .collect();
+    let still = world.query(&format!(
+        "SELECT cognito_user_id, created_at FROM public.users WHERE cognito_user_id IN ('{}') ORDER BY 1",
+        subs.join("','")
+    ));
+    assert_eq!(still, recorded_before);
+
+    let second = world.backfill(&[]);
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(count(&second, "already present:"), 180);
+    assert_eq!(count(&second, "inserted:"), 0);
+    assert_eq!(world.rows(), 180);
+    assert!(population.unconfirmed.len() == 40 && population.no_email.len() == 30);
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_and_writes_nothing_and_statuses_can_be_added() {
+    let world = World::new().await;
+    world.populate(30, 10, 0).await;
+    let dry = world.backfill(&["--dry-run"]);
+    assert!(dry.status.success(), "{dry:?}");
+    assert_eq!(count(&dry, "would insert:"), 30);
+    assert_eq!(world.rows(), 0);
+
+    let wider = world.backfill(&["--status", "CONFIRMED", "--status", "FORCE_CHANGE_PASSWORD"]);
+    assert!(wider.status.success(), "{wider:?}");
+    assert_eq!(count(&wider, "inserted:"), 40);
+    assert_eq!(world.rows(), 40);
+}
+
+#[tokio::test]
+async fn running_while_the_trigger_inserts_the_same_users_leaves_one_row_each() {
+    let world = World::new().await;
+    let population = world.populate(150, 0, 0).await;
+    let attributes = world.attributes().await;
+    let trigger = world.trigger().await;
+
+    let backfill = {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cognito-backfill"));
+        command
+            .env_clear()
+            .envs(world.db.env())
+            .env(
+                "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER",
+                world.stack.moto.endpoint(),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["--user-pool-id", &world.pool, "--page-size", "10"]);
+        tokio::task::spawn_blocking(move || command.output().expect("cognito-backfill runs"))
+    };
+    // Meanwhile the trigger records the same users, from the last one backwards.
+    for username in population.confirmed.iter().rev() {
+        invoke(&trigger, sign_up_event(username, &attributes[username])).await;
+    }
+    let output = backfill.await.expect("backfill");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(count(&output, "failed:"), 0);
+    assert_eq!(
+        count(&output, "inserted:") + count(&output, "already present:"),
+        150
+    );
+    assert_eq!(world.rows(), 150);
+    assert_eq!(
+        world.query("SELECT count(DISTINCT cognito_user_id) FROM public.users"),
+        vec!["150"]
+    );
+}
+
+#[tokio::test]
+async fn a_pool_that_does_not_exist_fails_clearly() {
+    let world = World {
+        pool: "us-east-1_doesnotexist".to_owned(),
+        ..World::new().await
+    };
+    let output = world.backfill(&[]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ListUsers on `us-east-1_doesnotexist` failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ResourceNotFound"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_arguments_exit_2_with_usage() {
+    let world = World::new().await;
+    let output = world.backfill(&["--page-size", "500"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--page-size must be a number from 1 to 60") && stderr.contains("usage:"),
+        "{stderr}"
+    );
+    assert_eq!(world.rows(), 0);
+}
