@@ -47,7 +47,7 @@ psql -X -q -h "$PG_ADMIN_SOCKET_DIR" -p "$PG_PORT" -U postgres -d "$DB_NAME" \
   -v app_role=app -f sql/app-role.sql
 
 echo "==> cargo lambda watch on 127.0.0.1:$port (log: .stack/watch.log)"
-AWS_LAMBDA_LOG_FORMAT=json cargo lambda watch -A 127.0.0.1 -P "$port" >"$work/watch.log" 2>&1 &
+AWS_LAMBDA_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info} cargo lambda watch -A 127.0.0.1 -P "$port" >"$work/watch.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 300); do
   (exec 4<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

@@ -133,6 +133,13 @@ async fn run(app: &App, payload: &Value, context: &Context) -> Result<(), Handle
         Action::Record(user) => user,
     };
     let deadline = deadline(context, app.deadline_margin());
+    tracing::debug!(
+        budget_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64,
+        lambda_deadline_ms = context.deadline,
+        "time left for this invocation"
+    );
     let started = Instant::now();
     let outcome = app.record(&user, deadline).await?;
     info!(
@@ -143,12 +150,16 @@ async fn run(app: &App, payload: &Value, context: &Context) -> Result<(), Handle
     Ok(())
 }
 
+/// Lambda's deadline is milliseconds since the Unix epoch; anything before 2001-09-09 is not one.
+/// (`cargo lambda watch` 1.9 sends its timeout, `600000`, instead; other tools send 0.)
+const EARLIEST_PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
+
 /// The instant by which the invocation must have answered: Lambda's deadline less `margin`. A
-/// context without a deadline (0, as in some local tools) leaves only the configured caps.
+/// context without a usable deadline leaves only the configured caps.
 fn deadline(context: &Context, margin: Duration) -> Instant {
     let now = Instant::now();
     let far = now + Duration::from_secs(60);
-    if context.deadline == 0 {
+    if context.deadline < EARLIEST_PLAUSIBLE_DEADLINE_MS {
         return far;
     }
     let epoch_ms = SystemTime::now()
@@ -244,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn deadline_keeps_the_margin_and_tolerates_a_missing_deadline() {
+    fn deadline_keeps_the_margin_and_tolerates_a_missing_or_relative_deadline() {
         let mut context = Context::default();
         let now = Instant::now();
         assert!(deadline(&context, Duration::from_millis(200)) > now + Duration::from_secs(30));
@@ -258,5 +269,8 @@ mod tests {
         assert!(at >= now + Duration::from_millis(4_500));
         context.deadline = epoch_ms.saturating_sub(1_000);
         assert!(deadline(&context, Duration::from_millis(200)) <= Instant::now());
+        // cargo lambda watch sends its timeout in place of a deadline.
+        context.deadline = 600_000;
+        assert!(deadline(&context, Duration::from_millis(200)) > now + Duration::from_secs(30));
     }
 }
