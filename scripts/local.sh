@@ -90,5 +90,21 @@ invoke sign-up.json ok
 echo "==> rows in public.users"
 psql -X -h "$PG_ADMIN_SOCKET_DIR" -p "$PG_PORT" -U postgres -d "$DB_NAME" \
   -c 'SELECT cognito_user_id, email, handle, display_name, created_at FROM public.users ORDER BY created_at'
+# Exactly one row per distinct sign-up with an email among the samples, however often invoked.
+expected=$(python3 -c '
+import glob, json
+subs = set()
+for f in glob.glob("events/*.json"):
+    e = json.load(open(f))
+    a = e["request"]["userAttributes"]
+    if e["triggerSource"] == "PostConfirmation_ConfirmSignUp" and a.get("email"):
+        subs.add(a["sub"])
+print(len(subs))')
+rows=$(psql -X -At -h "$PG_ADMIN_SOCKET_DIR" -p "$PG_PORT" -U postgres -d "$DB_NAME" \
+  -c 'SELECT count(*) FROM public.users')
+if [ "$rows" != "$expected" ]; then
+  echo "UNEXPECTED: $rows rows, wanted $expected (one per sign-up event)"
+  failed=1
+fi
 echo "==> function logs (JSON, no personal data): .stack/watch.log"
 exit "$failed"
