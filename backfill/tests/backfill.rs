@@ -166,8 +166,11 @@ impl World {
         }
     }
 
-    fn backfill(&self, extra: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cognito-backfill"))
+    /// The backfill binary, configured for this world (the function's environment plus moto's
+    /// Cognito), for this pool.
+    fn backfill_command(&self, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cognito-backfill"));
+        command
             .env_clear()
             .envs(self.db.env())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -177,7 +180,12 @@ impl World {
             )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .args(["--user-pool-id", &self.pool])
-            .args(extra)
+            .args(extra);
+        command
+    }
+
+    fn backfill(&self, extra: &[&str]) -> Output {
+        self.backfill_command(extra)
             .output()
             .expect("cognito-backfill runs")
     }
@@ -340,19 +348,9 @@ async fn running_while_the_trigger_inserts_the_same_users_leaves_one_row_each() 
     let attributes = world.attributes().await;
     let trigger = world.trigger().await;
 
-    let backfill = {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cognito-backfill"));
-        command
-            .env_clear()
-            .envs(world.db.env())
-            .env(
-                "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER",
-                world.stack.moto.endpoint(),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .args(["--user-pool-id", &world.pool, "--page-size", "10"]);
-        tokio::task::spawn_blocking(move || command.output().expect("cognito-backfill runs"))
-    };
+    let mut command = world.backfill_command(&["--page-size", "10"]);
+    let backfill =
+        tokio::task::spawn_blocking(move || command.output().expect("cognito-backfill runs"));
     // Meanwhile the trigger records the same users, from the last one backwards.
     for username in population.confirmed.iter().rev() {
         invoke(&trigger, sign_up_event(username, &attributes[username])).await;
