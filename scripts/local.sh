@@ -14,7 +14,8 @@ export PATH="$repo/.venv/bin:$PATH"
 
 work="$repo/.stack"
 rm -rf "$work" && mkdir -p "$work"
-port=9000
+# A free port for cargo lambda watch's Runtime API (its default, 9000, may be taken); LAMBDA_PORT overrides.
+port="${LAMBDA_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
