@@ -1,9 +1,8 @@
 //! Every confirmed sign-up ends as exactly one row.
 
-use std::sync::Arc;
-
+use futures::future::join_all;
+use local_stack::Stack;
 use serde_json::json;
-use tokio::task::JoinSet;
 
 use crate::helpers::{TestApp, event_file, invoke, sign_up, unique};
 
@@ -87,14 +86,15 @@ async fn missing_email_fails_and_writes_nothing() {
 
 /// Twenty execution environments at once through PgBouncer, whose pool is smaller than that, each
 /// recording two users: server connections are shared between clients, so a named prepared
-/// statement would collide (`prepared statement "s0" already exists`).
+/// statement would collide (`prepared statement "s0" already exists`). On a stack of its own, so
+/// the load does not slow the other tests down.
 #[tokio::test]
 async fn twenty_concurrent_environments_all_land_through_the_proxy() {
-    let test = Arc::new(TestApp::new().await);
-    let mut environments = JoinSet::new();
-    for environment in 0..20 {
-        let test = Arc::clone(&test);
-        environments.spawn(async move {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let environments = (0..20).map(|environment| {
+        let test = &test;
+        async move {
             let app = test.start().await;
             for n in 0..2 {
                 let sub = format!("env{environment}-user{n}-{}", unique());
@@ -103,11 +103,9 @@ async fn twenty_concurrent_environments_all_land_through_the_proxy() {
                     .await
                     .unwrap_or_else(|e| panic!("{sub}: {e}"));
             }
-        });
-    }
-    while let Some(joined) = environments.join_next().await {
-        joined.expect("environment");
-    }
+        }
+    });
+    join_all(environments).await;
     assert_eq!(test.count_users(), 40);
 }
 
@@ -117,29 +115,31 @@ async fn twenty_concurrent_environments_all_land_through_the_proxy() {
 async fn a_burst_of_two_thousand_sign_ups_each_delivered_twice_lands_exactly_once() {
     const ENVIRONMENTS: usize = 50;
     const USERS_EACH: usize = 40;
-    let test = Arc::new(TestApp::new().await);
-    let mut environments = JoinSet::new();
-    for environment in 0..ENVIRONMENTS {
-        let test = Arc::clone(&test);
-        environments.spawn(async move {
-            let app = test.start().await;
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    // The environments start first (in Lambda each has a CPU of its own for that; here they
+    // share one thread), then all of them take sign-ups at once.
+    let mut apps = Vec::new();
+    for _ in 0..ENVIRONMENTS {
+        apps.push(test.start().await);
+    }
+    let environments = apps
+        .iter()
+        .enumerate()
+        .map(|(environment, app)| async move {
             let mut errors = Vec::new();
             for n in 0..USERS_EACH {
                 let sub = format!("burst-{environment}-{n}-{}", unique());
                 let event = sign_up(&sub, &format!("{sub}@example.com"), None, None);
                 for delivery in 0..2 {
-                    if let Err(e) = invoke(&app, event.clone()).await {
+                    if let Err(e) = invoke(app, event.clone()).await {
                         errors.push(format!("{sub} delivery {delivery}: {e}"));
                     }
                 }
             }
             errors
         });
-    }
-    let mut errors = Vec::new();
-    while let Some(joined) = environments.join_next().await {
-        errors.extend(joined.expect("environment"));
-    }
+    let errors: Vec<String> = join_all(environments).await.into_iter().flatten().collect();
     assert_eq!(errors, Vec::<String>::new());
     assert_eq!(test.count_users(), ENVIRONMENTS * USERS_EACH);
     assert_eq!(
