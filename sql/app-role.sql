@@ -1,6 +1,8 @@
 -- The database role the function logs in as (through RDS Proxy): it may INSERT into and SELECT
 -- from public.users, and nothing else (no UPDATE, DELETE or TRUNCATE, no other table, no CREATE).
--- The trigger itself needs only INSERT; SELECT serves the backfill's dry run and operators' checks.
+-- The trigger's statement needs both: INSERT, and SELECT because `ON CONFLICT (cognito_user_id)`
+-- reads the arbiter column (tests/integration/least_privilege.rs shows INSERT alone is refused).
+-- SELECT also serves the backfill's dry run and operators' checks.
 --
 -- Run after sql/schema.sql, in the application database, as the table's owner (on RDS: the master
 -- user); re-runnable:
@@ -25,7 +27,9 @@ SELECT format('ALTER ROLE %I LOGIN NOCREATEDB NOCREATEROLE NOINHERIT', :'app_rol
 -- would pin the session). The function gives up on an INSERT at the invocation's deadline and
 -- drops its connection, but a statement already running on the server (waiting on a lock, say)
 -- goes on until it ends; statement_timeout ends it within 3 s (under the function's 4 s Lambda
--- timeout and Cognito's 5 s) and rolls it back. Keep it at least DB_STATEMENT_TIMEOUT_MS.
+-- timeout and Cognito's 5 s) and rolls it back. The function refuses a DB_STATEMENT_TIMEOUT_MS
+-- above 3000 (src/config.rs, ROLE_STATEMENT_TIMEOUT_MS) and template.yaml allows at most 2000:
+-- change all three together (README, "Time budget").
 -- client_connection_check_interval ends a statement whose client is gone where the proxy closes
 -- the server connection; idle_in_transaction_session_timeout ends a transaction left open.
 SELECT format('ALTER ROLE %I SET statement_timeout = %L', :'app_role', '3s') \gexec

@@ -1,6 +1,7 @@
 //! The state one execution environment keeps between invocations: the Secrets Manager client,
 //! the TLS configuration, the credentials and the open connection. Built once at cold start.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
@@ -12,6 +13,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::credentials::{self, Credentials, CredentialsError};
 use crate::db::{self, Connection, Outcome};
+use crate::deadline::{self, ColdStart};
 use crate::tls::{self, TlsError};
 use crate::user::NewUser;
 
@@ -25,6 +27,9 @@ pub struct App {
     secrets: aws_sdk_secretsmanager::Client,
     tls: MakeRustlsConnect,
     state: Mutex<State>,
+    /// When the cold start ran; the first invocation shares Cognito's limit with it.
+    cold_start: ColdStart,
+    first_invocation: AtomicBool,
 }
 
 #[derive(Default)]
@@ -59,56 +64,67 @@ pub enum RecordError {
 }
 
 impl App {
-    /// Time kept back from Lambda's deadline to report an error (`DEADLINE_MARGIN_MS`).
-    pub fn deadline_margin(&self) -> Duration {
-        self.config.deadline_margin
+    /// The instant by which an invocation with Lambda deadline `lambda_deadline_ms` must have
+    /// answered (see [`crate::deadline`]): Lambda's deadline, and for the first invocation also
+    /// what the cold start left of Cognito's limit, less `DEADLINE_MARGIN_MS`.
+    pub fn deadline(&self, lambda_deadline_ms: u64) -> Instant {
+        let first = self.first_invocation.swap(false, Ordering::Relaxed);
+        deadline::invocation_deadline(
+            lambda_deadline_ms,
+            self.config.deadline_margin,
+            first.then_some(self.cold_start),
+        )
     }
 
     /// Builds the clients and, overlapping the trust store's load with the secret's fetch, warms
-    /// up the connection. Only configuration errors fail; a database or Secrets Manager that is
-    /// unreachable now is logged, and the first invocation tries again.
+    /// up the connection. Reading the secret and connecting share one cap,
+    /// `DB_CONNECT_TIMEOUT_MS`. Only configuration errors fail; a database or Secrets Manager
+    /// that is unreachable now is logged, and the first invocation tries again.
     pub async fn init(config: Config, sdk: &SdkConfig) -> Result<Self, InitError> {
+        let began = Instant::now();
+        let deadline = began + config.connect_timeout;
         let secrets = aws_sdk_secretsmanager::Client::new(sdk);
-        let ca_file = config.ca_file.clone();
-        let trust_store =
-            tokio::task::spawn_blocking(move || tls::client_config(ca_file.as_deref()));
-        let started = Instant::now();
-        let deadline = started + config.connect_timeout;
+        let extra_cas = config.extra_cas.clone();
+        let trust_store = tokio::task::spawn_blocking(move || tls::client_config(&extra_cas));
         let fetch = timeout_at(deadline.into(), credentials::fetch(&secrets, &config));
         let (trust_store, fetched) = tokio::join!(trust_store, fetch);
         let tls_config = trust_store.map_err(|e| InitError::TrustStoreTask(e.to_string()))??;
-        let app = App {
+        let mut app = App {
             tls: MakeRustlsConnect::new(tls_config),
             secrets,
             state: Mutex::new(State::default()),
             config,
+            cold_start: ColdStart {
+                began,
+                ended: began,
+            },
+            first_invocation: AtomicBool::new(true),
         };
-        let credentials = match fetched {
-            Ok(Ok(credentials)) => credentials,
+        match fetched {
+            Ok(Ok(credentials)) => {
+                let connected = app.connect(&credentials, deadline).await;
+                let state = app.state.get_mut();
+                match connected {
+                    Ok(client) => state.client = Some(client),
+                    Err(rejected) => {
+                        let error = RecordError::from(rejected);
+                        warn!(%error, "cold start: could not connect; the first invocation retries")
+                    }
+                }
+                state.credentials = Some(credentials);
+            }
             Ok(Err(error)) => {
                 warn!(%error, "cold start: could not read the database secret; the first invocation retries");
-                return Ok(app);
             }
             Err(_) => {
                 warn!(
                     "cold start: reading the database secret timed out; the first invocation retries"
                 );
-                return Ok(app);
-            }
-        };
-        let mut state = app.state.lock().await;
-        let deadline = Instant::now() + app.config.connect_timeout;
-        match app.connect(&credentials, deadline).await {
-            Ok(client) => state.client = Some(client),
-            Err(rejected) => {
-                let error = RecordError::from(rejected);
-                warn!(%error, "cold start: could not connect; the first invocation retries")
             }
         }
-        state.credentials = Some(credentials);
-        drop(state);
+        app.cold_start.ended = Instant::now();
         info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = began.elapsed().as_millis() as u64,
             "cold start complete"
         );
         Ok(app)

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tls::ExtraCas;
+
 /// What the function needs to know before it can connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -17,8 +19,8 @@ pub struct Config {
     pub port: Option<u16>,
     /// `DB_NAME`: overrides the secret's `dbname`.
     pub dbname: Option<String>,
-    /// `DB_CA_FILE`: an extra PEM CA bundle to trust besides the built-in roots.
-    pub ca_file: Option<PathBuf>,
+    /// `DB_CA_FILE` / `DB_CA_PEM`: extra CAs to trust besides the built-in roots.
+    pub extra_cas: ExtraCas,
     /// `DB_CONNECT_TIMEOUT_MS`: cap on fetching the secret and on opening a connection.
     pub connect_timeout: Duration,
     /// `DB_STATEMENT_TIMEOUT_MS`: cap on the INSERT round trip.
@@ -40,6 +42,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(2000);
 pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_millis(200);
 
+/// The function's `Timeout` in template.yaml (4 s). A connect and an INSERT, each at its cap, plus
+/// the margin must fit in it, or a slow but healthy database would be cut off.
+pub const FUNCTION_TIMEOUT_MS: u64 = 4000;
+/// The database role's `statement_timeout` (sql/app-role.sql, 3 s). The function's own cap on the
+/// INSERT must not exceed it, or the server would cancel first and the caps would not say what
+/// happens.
+pub const ROLE_STATEMENT_TIMEOUT_MS: u64 = 3000;
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -57,25 +67,51 @@ impl Config {
                 _ => Err(invalid("DB_PORT", "expected a port number from 1 to 65535")),
             })
             .transpose()?;
-        let millis = |var: &'static str, default: Duration| -> Result<Duration, ConfigError> {
-            match get(var) {
-                None => Ok(default),
-                Some(value) => match value.trim().parse::<u64>() {
-                    Ok(ms) if (1..=60_000).contains(&ms) => Ok(Duration::from_millis(ms)),
-                    _ => Err(invalid(var, "expected milliseconds from 1 to 60000")),
-                },
+        let millis = |var: &'static str, default: Duration, max: u64| {
+            let Some(value) = get(var) else {
+                return Ok(default);
+            };
+            match value.trim().parse::<u64>() {
+                Ok(ms) if (100..=max).contains(&ms) => Ok(Duration::from_millis(ms)),
+                _ => Err(ConfigError::Invalid {
+                    var,
+                    reason: format!("expected milliseconds from 100 to {max}"),
+                }),
             }
         };
-        let ca_file = get("DB_CA_FILE").map(PathBuf::from);
+        let connect_timeout = millis(
+            "DB_CONNECT_TIMEOUT_MS",
+            DEFAULT_CONNECT_TIMEOUT,
+            FUNCTION_TIMEOUT_MS,
+        )?;
+        let statement_timeout = millis(
+            "DB_STATEMENT_TIMEOUT_MS",
+            DEFAULT_STATEMENT_TIMEOUT,
+            ROLE_STATEMENT_TIMEOUT_MS,
+        )?;
+        let deadline_margin = millis("DEADLINE_MARGIN_MS", DEFAULT_DEADLINE_MARGIN, 1000)?;
+        let sum = (connect_timeout + statement_timeout + deadline_margin).as_millis();
+        if sum > u128::from(FUNCTION_TIMEOUT_MS) {
+            return Err(ConfigError::Invalid {
+                var: "DB_CONNECT_TIMEOUT_MS + DB_STATEMENT_TIMEOUT_MS + DEADLINE_MARGIN_MS",
+                reason: format!(
+                    "they add up to {sum} ms; a connect and an INSERT at their caps must fit in \
+                     the function's {FUNCTION_TIMEOUT_MS} ms timeout"
+                ),
+            });
+        }
         Ok(Self {
             secret_id,
             host: get("DB_HOST"),
             port,
             dbname: get("DB_NAME"),
-            ca_file,
-            connect_timeout: millis("DB_CONNECT_TIMEOUT_MS", DEFAULT_CONNECT_TIMEOUT)?,
-            statement_timeout: millis("DB_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT)?,
-            deadline_margin: millis("DEADLINE_MARGIN_MS", DEFAULT_DEADLINE_MARGIN)?,
+            extra_cas: ExtraCas {
+                file: get("DB_CA_FILE").map(PathBuf::from),
+                pem: get("DB_CA_PEM"),
+            },
+            connect_timeout,
+            statement_timeout,
+            deadline_margin,
         })
     }
 }
@@ -130,6 +166,7 @@ mod tests {
             ("DB_PORT", "6432"),
             ("DB_NAME", "app"),
             ("DB_CA_FILE", "/opt/ca.pem"),
+            ("DB_CA_PEM", "-----BEGIN CERTIFICATE-----"),
             ("DB_CONNECT_TIMEOUT_MS", "700"),
             ("DB_STATEMENT_TIMEOUT_MS", "900"),
         ])
@@ -137,7 +174,11 @@ mod tests {
         assert_eq!(config.host.as_deref(), Some("proxy.example"));
         assert_eq!(config.port, Some(6432));
         assert_eq!(config.dbname.as_deref(), Some("app"));
-        assert_eq!(config.ca_file, Some(PathBuf::from("/opt/ca.pem")));
+        assert_eq!(config.extra_cas.file, Some(PathBuf::from("/opt/ca.pem")));
+        assert_eq!(
+            config.extra_cas.pem.as_deref(),
+            Some("-----BEGIN CERTIFICATE-----")
+        );
         assert_eq!(config.connect_timeout, Duration::from_millis(700));
         assert_eq!(config.statement_timeout, Duration::from_millis(900));
     }
@@ -149,7 +190,10 @@ mod tests {
             ("DB_PORT", "70000"),
             ("DB_PORT", "five"),
             ("DB_CONNECT_TIMEOUT_MS", "0"),
+            ("DB_CONNECT_TIMEOUT_MS", "99"),
             ("DB_STATEMENT_TIMEOUT_MS", "-1"),
+            // Above the role's statement_timeout: the server would cancel first.
+            ("DB_STATEMENT_TIMEOUT_MS", "3001"),
             ("DEADLINE_MARGIN_MS", "600000"),
         ] {
             let error = config(&[("DB_SECRET_ID", "s"), (var, value)]).unwrap_err();
@@ -159,5 +203,50 @@ mod tests {
             );
             assert!(error.to_string().starts_with(var), "{error}");
         }
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let mut pairs = vec![("DB_SECRET_ID", "s")];
+        for var in [
+            "DB_HOST",
+            "DB_PORT",
+            "DB_NAME",
+            "DB_CA_FILE",
+            "DB_CA_PEM",
+            "DB_CONNECT_TIMEOUT_MS",
+            "DB_STATEMENT_TIMEOUT_MS",
+            "DEADLINE_MARGIN_MS",
+        ] {
+            pairs.push((var, ""));
+        }
+        assert_eq!(
+            config(&pairs).unwrap(),
+            config(&[("DB_SECRET_ID", "s")]).unwrap()
+        );
+    }
+
+    #[test]
+    fn timeouts_that_do_not_fit_the_function_timeout_together_are_refused() {
+        // Each is in range, but a connect and an INSERT at their caps would outlast 4 s.
+        let error = config(&[
+            ("DB_SECRET_ID", "s"),
+            ("DB_CONNECT_TIMEOUT_MS", "2000"),
+            ("DB_STATEMENT_TIMEOUT_MS", "2000"),
+        ])
+        .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("DB_CONNECT_TIMEOUT_MS + DB_STATEMENT_TIMEOUT_MS"),
+            "{message}"
+        );
+        assert!(message.contains("4200 ms"), "{message}");
+        // The template's largest values fit.
+        config(&[
+            ("DB_SECRET_ID", "s"),
+            ("DB_CONNECT_TIMEOUT_MS", "1500"),
+            ("DB_STATEMENT_TIMEOUT_MS", "2000"),
+        ])
+        .unwrap();
     }
 }

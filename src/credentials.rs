@@ -4,9 +4,9 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::config::Config;
-use crate::redact::redact_values;
 
 /// Where and as whom to connect. `Debug` never shows the password.
 #[derive(Clone, Debug)]
@@ -81,8 +81,10 @@ pub fn parse(json: &str, config: &Config) -> Result<Credentials, CredentialsErro
         secret_id: config.secret_id.clone(),
         reason,
     };
+    // serde's messages quote the input (here: the password), so they are never used; a secret
+    // that does not parse is examined again to say which field is wrong.
     let secret: RdsSecret =
-        serde_json::from_str(json).map_err(|error| malformed(redact_values(&error.to_string())))?;
+        serde_json::from_str(json).map_err(|_| malformed(what_is_wrong(json)))?;
     let port = match (config.port, secret.port) {
         (Some(port), _) => port,
         (None, None) => 5432,
@@ -90,7 +92,7 @@ pub fn parse(json: &str, config: &Config) -> Result<Credentials, CredentialsErro
         (None, Some(Port::Text(text))) => text
             .trim()
             .parse()
-            .map_err(|_| malformed("`port` is not a port number".to_owned()))?,
+            .map_err(|_| malformed(PORT_REASON.to_owned()))?,
     };
     let host = config
         .host
@@ -113,6 +115,46 @@ pub fn parse(json: &str, config: &Config) -> Result<Credentials, CredentialsErro
             .or(secret.dbname.filter(|d| !d.trim().is_empty()))
             .unwrap_or_else(|| "postgres".to_owned()),
     })
+}
+
+const PORT_REASON: &str = "`port` must be a port number, or a string holding one";
+
+/// Why `json` is not an RDS secret, naming fields and types only, never a value.
+fn what_is_wrong(json: &str) -> String {
+    let value: Value = match serde_json::from_str(json) {
+        Ok(value) => value,
+        Err(error) => {
+            return format!(
+                "not valid JSON (line {}, column {})",
+                error.line(),
+                error.column()
+            );
+        }
+    };
+    let Some(secret) = value.as_object() else {
+        return "it is not a JSON object".to_owned();
+    };
+    for field in ["username", "password"] {
+        match secret.get(field) {
+            None => return format!("`{field}` is missing"),
+            Some(Value::String(_)) => {}
+            Some(_) => return format!("`{field}` must be a string"),
+        }
+    }
+    for field in ["host", "dbname"] {
+        if !matches!(
+            secret.get(field),
+            None | Some(Value::Null | Value::String(_))
+        ) {
+            return format!("`{field}` must be a string");
+        }
+    }
+    match secret.get("port") {
+        None | Some(Value::Null | Value::String(_)) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|p| p <= u64::from(u16::MAX)) => {}
+        Some(_) => return PORT_REASON.to_owned(),
+    }
+    "it does not have the RDS secret format".to_owned()
 }
 
 #[cfg(test)]
@@ -198,6 +240,35 @@ mod tests {
                 !message.contains("hunter2") && !message.contains("12345678"),
                 "{message}"
             );
+        }
+    }
+
+    #[test]
+    fn malformed_secrets_name_the_field_and_the_expected_type() {
+        for (json, reason) in [
+            ("{\"username\": \"hunter2", "not valid JSON (line 1, column"),
+            (r#"["hunter2"]"#, "not a JSON object"),
+            (r#"{"password":"hunter2"}"#, "`username` is missing"),
+            (
+                r#"{"username":"a","password":["hunter2"]}"#,
+                "`password` must be a string",
+            ),
+            (
+                r#"{"username":"a","password":"p","host":7}"#,
+                "`host` must be a string",
+            ),
+            (
+                r#"{"username":"a","password":"p","port":-1}"#,
+                "`port` must be a port",
+            ),
+            (
+                r#"{"username":"a","password":"p","port":"x\"y`"}"#,
+                "`port` must be a port",
+            ),
+        ] {
+            let message = parse(json, &config(&[])).unwrap_err().to_string();
+            assert!(message.contains(reason), "{json}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
         }
     }
 

@@ -99,27 +99,6 @@ pub async fn insert_user(client: &Client, user: &NewUser) -> Result<Outcome, Err
     outcome(client.query_typed(INSERT_USER, &params(user)).await?)
 }
 
-/// Runs the idempotent INSERT with a server-side time limit: `BEGIN; SET LOCAL statement_timeout`,
-/// the INSERT, `COMMIT`, pipelined so they still cost one round trip. The server itself cancels
-/// and rolls back an INSERT that blocks (on a lock, say) past `limit`, with SQLSTATE 57014
-/// (`query_canceled`) — no cancel request needed, which not every proxy forwards. `SET LOCAL`
-/// ends with the transaction, so no session state survives for a pooling proxy to leak.
-pub async fn insert_user_within(
-    client: &Client,
-    user: &NewUser,
-    limit: Duration,
-) -> Result<Outcome, Error> {
-    let millis = limit.as_millis().clamp(1, i32::MAX as u128);
-    let begin = format!("BEGIN; SET LOCAL statement_timeout = {millis}");
-    let params = params(user);
-    let (_, rows, _) = tokio::try_join!(
-        client.batch_execute(&begin),
-        client.query_typed(INSERT_USER, &params),
-        client.batch_execute("COMMIT"),
-    )?;
-    outcome(rows)
-}
-
 fn params(user: &NewUser) -> [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] {
     [
         (&user.display_name, Type::TEXT),
@@ -135,11 +114,6 @@ fn outcome(rows: Vec<tokio_postgres::Row>) -> Result<Outcome, Error> {
     } else {
         Outcome::Inserted
     })
-}
-
-/// Whether the server cancelled the statement (its `statement_timeout`, or a cancel request).
-pub fn is_cancelled(error: &Error) -> bool {
-    error.code() == Some(&SqlState::QUERY_CANCELED)
 }
 
 /// Whether `error` means the connection itself failed (closed, reset, the server or proxy shutting

@@ -1,17 +1,14 @@
 //! The Lambda handler: parse the Cognito event, record the user, return the event unchanged.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::fmt;
+use std::time::Instant;
 
-use aws_lambda_events::event::cognito::{
-    CognitoEventUserPoolsPostConfirmation, CognitoEventUserPoolsPostConfirmationTriggerSource,
-};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
-use serde::Deserialize;
 use serde_json::Value;
 use tracing::{Instrument, field, info, info_span};
 
 use crate::app::{App, RecordError};
-use crate::redact::redact_values;
+use crate::event::{self, EventError, Trigger};
 use crate::user::{InvalidUser, NewUser};
 
 /// What the event asks of us.
@@ -23,11 +20,14 @@ pub enum Action {
     Nothing,
 }
 
-/// Why an invocation failed. Each variant has a stable `errorType` for Lambda and Cognito.
+/// Why an invocation failed, in full: what the operator reads in the log. Each variant has a
+/// stable `errorType`. None of these messages holds a value from the event, a password or
+/// personal data, but they do name hosts, ports and the secret: they are never returned to the
+/// caller (see [`Failure`]).
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("invalid PostConfirmation event: {0}")]
-    InvalidEvent(String),
+    InvalidEvent(#[from] EventError),
     #[error("invalid user attributes: {0}")]
     InvalidUser(#[from] InvalidUser),
     #[error(transparent)]
@@ -46,58 +46,95 @@ impl HandlerError {
             HandlerError::Record(RecordError::Timeout { .. }) => "Timeout",
         }
     }
+
+    /// The fixed sentence the caller sees for this error type.
+    fn public_sentence(&self) -> &'static str {
+        match self {
+            HandlerError::InvalidEvent(_) => "The confirmation event was not understood.",
+            HandlerError::InvalidUser(_) => {
+                "The account lacks a required attribute or has one that cannot be stored."
+            }
+            HandlerError::Record(RecordError::Timeout { .. }) => {
+                "Recording the account took too long. Please try again later."
+            }
+            HandlerError::Record(_) => {
+                "The account could not be recorded just now. Please try again later."
+            }
+        }
+    }
 }
 
-impl From<HandlerError> for Diagnostic {
-    fn from(error: HandlerError) -> Self {
+/// A failed invocation as the caller sees it. Cognito passes Lambda's `errorMessage` on to the app
+/// ("PostConfirmation failed with error …"), that is, to anonymous users: so the message is a
+/// fixed sentence per `errorType` and the request id that finds the log line, and nothing else.
+/// [`Failure::cause`] is the full error, which is logged.
+pub struct Failure {
+    cause: HandlerError,
+    request_id: String,
+}
+
+impl Failure {
+    pub fn error_type(&self) -> &'static str {
+        self.cause.error_type()
+    }
+
+    /// The full error, for the log (and tests).
+    pub fn cause(&self) -> &HandlerError {
+        &self.cause
+    }
+}
+
+/// The public message: `<sentence> (<errorType>, request <id>)`.
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}, request {})",
+            self.cause.public_sentence(),
+            self.error_type(),
+            self.request_id
+        )
+    }
+}
+
+/// The runtime logs a handler's error with `Debug`; our own log line already has the detail.
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Failure({}, request {})",
+            self.error_type(),
+            self.request_id
+        )
+    }
+}
+
+impl From<Failure> for Diagnostic {
+    fn from(failure: Failure) -> Self {
         Diagnostic {
-            error_type: error.error_type().to_owned(),
-            error_message: error.to_string(),
+            error_type: failure.error_type().to_owned(),
+            error_message: failure.to_string(),
         }
     }
 }
 
 /// Turns the raw event into what it asks for. Nothing is written unless this succeeds.
 pub fn parse(payload: &Value) -> Result<Action, HandlerError> {
-    let invalid = |reason: &str| HandlerError::InvalidEvent(reason.to_owned());
-    let object = payload
-        .as_object()
-        .ok_or_else(|| invalid("the event is not a JSON object"))?;
-    match object.get("triggerSource") {
-        Some(Value::String(source)) if source.starts_with("PostConfirmation_") => {}
-        Some(Value::String(source)) => {
-            let shown: String = source.chars().take(64).collect();
-            return Err(HandlerError::InvalidEvent(format!(
-                "unsupported triggerSource `{shown}` (this function handles PostConfirmation only)"
-            )));
-        }
-        Some(_) => return Err(invalid("`triggerSource` is not a string")),
-        None => return Err(invalid("`triggerSource` is missing")),
-    }
-    if !object.get("request").is_some_and(Value::is_object) {
-        return Err(invalid("`request` is missing or not an object"));
-    }
-    let event: CognitoEventUserPoolsPostConfirmation =
-        CognitoEventUserPoolsPostConfirmation::deserialize(payload)
-            .map_err(|error| HandlerError::InvalidEvent(redact_values(&error.to_string())))?;
-    let header = event.cognito_event_user_pools_header;
-    match header.trigger_source {
-        Some(CognitoEventUserPoolsPostConfirmationTriggerSource::ConfirmSignUp) => {
+    match event::parse(payload)? {
+        Trigger::SignUp(event) => {
+            let header = &event.cognito_event_user_pools_header;
             let user = NewUser::from_attributes(
                 header.user_name.as_deref(),
                 &event.request.user_attributes,
             )?;
             Ok(Action::Record(user))
         }
-        Some(CognitoEventUserPoolsPostConfirmationTriggerSource::ConfirmForgotPassword) => {
-            Ok(Action::Nothing)
-        }
-        _ => Err(invalid("unsupported triggerSource")),
+        Trigger::ForgotPassword => Ok(Action::Nothing),
     }
 }
 
 /// Handles one invocation and returns the event exactly as received, as Cognito requires.
-pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
+pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Failure> {
     let (payload, context) = event.into_parts();
     let span = info_span!(
         "post_confirmation",
@@ -114,11 +151,16 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
         span.record("sub", shown.as_str());
     }
     async {
-        let result = run(app, &payload, &context).await;
-        if let Err(error) = &result {
-            tracing::error!(error_type = error.error_type(), %error, "invocation failed");
+        match run(app, &payload, &context).await {
+            Ok(()) => Ok(payload),
+            Err(cause) => {
+                tracing::error!(error_type = cause.error_type(), error = %cause, "invocation failed");
+                Err(Failure {
+                    cause,
+                    request_id: context.request_id.clone(),
+                })
+            }
         }
-        result.map(|()| payload)
     }
     .instrument(span)
     .await
@@ -132,15 +174,13 @@ async fn run(app: &App, payload: &Value, context: &Context) -> Result<(), Handle
         }
         Action::Record(user) => user,
     };
-    let deadline = deadline(context, app.deadline_margin());
+    let deadline = app.deadline(context.deadline);
+    let started = Instant::now();
     tracing::debug!(
-        budget_ms = deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis() as u64,
+        budget_ms = deadline.saturating_duration_since(started).as_millis() as u64,
         lambda_deadline_ms = context.deadline,
         "time left for this invocation"
     );
-    let started = Instant::now();
     let outcome = app.record(&user, deadline).await?;
     info!(
         outcome = outcome.as_str(),
@@ -150,42 +190,13 @@ async fn run(app: &App, payload: &Value, context: &Context) -> Result<(), Handle
     Ok(())
 }
 
-/// Lambda's deadline is milliseconds since the Unix epoch; anything before 2001-09-09 is not one.
-/// (`cargo lambda watch` 1.9 sends its timeout, `600000`, instead; other tools send 0.)
-const EARLIEST_PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
-
-/// The instant by which the invocation must have answered: Lambda's deadline less `margin`. A
-/// context without a usable deadline leaves only the configured caps.
-fn deadline(context: &Context, margin: Duration) -> Instant {
-    let now = Instant::now();
-    let far = now + Duration::from_secs(60);
-    if context.deadline < EARLIEST_PLAUSIBLE_DEADLINE_MS {
-        return far;
-    }
-    let epoch_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let left = Duration::from_millis(context.deadline.saturating_sub(epoch_ms));
-    now + left.saturating_sub(margin)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credentials::CredentialsError;
     use serde_json::json;
 
-    fn sign_up(attributes: Value) -> Value {
-        json!({
-            "version": "1",
-            "region": "us-east-1",
-            "userPoolId": "us-east-1_example",
-            "userName": "cognito-user",
-            "callerContext": {"awsSdkVersion": "aws-sdk-unknown-unknown", "clientId": "client"},
-            "triggerSource": "PostConfirmation_ConfirmSignUp",
-            "request": {"userAttributes": attributes},
-            "response": {}
-        })
-    }
+    use crate::event::tests::sign_up_with as sign_up;
 
     #[test]
     fn sign_up_becomes_a_user_to_record() {
@@ -205,72 +216,91 @@ mod tests {
     }
 
     #[test]
-    fn malformed_events_are_invalid_with_a_reason() {
-        let cases = [
-            (json!([1, 2]), "not a JSON object"),
-            (json!({"request": {}}), "`triggerSource` is missing"),
-            (
-                {
-                    let mut e = sign_up(json!({}));
-                    e["triggerSource"] = json!("PreSignUp_SignUp");
-                    e
-                },
-                "unsupported triggerSource `PreSignUp_SignUp`",
-            ),
-            (
-                {
-                    let mut e = sign_up(json!({}));
-                    e["triggerSource"] = json!("PostConfirmation_Something");
-                    e
-                },
-                "unknown variant",
-            ),
-            (
-                {
-                    let mut e = sign_up(json!({}));
-                    e["request"] = json!("ada@example.com");
-                    e
-                },
-                "`request` is missing or not an object",
-            ),
-            (
-                sign_up(json!({"sub": "s", "email": ["ada@example.com"]})),
-                "invalid type",
-            ),
-        ];
-        for (event, expected) in cases {
-            let error = parse(&event).unwrap_err();
-            assert_eq!(error.error_type(), "InvalidEvent", "{error}");
-            let message = error.to_string();
-            assert!(message.contains(expected), "{message}");
-            assert!(!message.contains("ada@example.com"), "{message}");
-        }
-    }
-
-    #[test]
-    fn missing_email_is_an_attribute_error() {
-        let error = parse(&sign_up(json!({"sub": "s"}))).unwrap_err();
+    fn malformed_events_are_invalid_events_and_missing_email_an_attribute_error() {
+        let mut event = sign_up(json!({"sub": "s", "email": ["ada@example.com"]}));
+        assert_eq!(parse(&event).unwrap_err().error_type(), "InvalidEvent");
+        event["request"]["userAttributes"] = json!({"sub": "s"});
+        let error = parse(&event).unwrap_err();
         assert_eq!(error.error_type(), "InvalidUserAttributes");
         assert!(error.to_string().contains("`email`"));
     }
 
+    /// One error of every type, each carrying what the operator needs and a stranger must not
+    /// see: a host and port, a secret ARN (with the account id), an SDK error chain, SQL text.
+    fn one_of_each() -> Vec<HandlerError> {
+        let host = "db-proxy.proxy-abc.eu-west-1.rds.amazonaws.com:5432".to_owned();
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbC123".to_owned();
+        vec![
+            EventError::NotAnObject.into(),
+            InvalidUser::Missing("email").into(),
+            RecordError::Credentials(CredentialsError::Fetch {
+                secret_id: arn.clone(),
+                message: "dispatch failure: io error: connection refused (os error 111)".into(),
+            })
+            .into(),
+            RecordError::Connect {
+                endpoint: host.clone(),
+                message: "FATAL 28P01: password authentication failed for user \"app\"".into(),
+            }
+            .into(),
+            RecordError::Insert {
+                message: "ERROR 42501: permission denied for table users".into(),
+            }
+            .into(),
+            RecordError::Timeout {
+                stage: "connecting to the database",
+                elapsed_ms: 1500,
+            }
+            .into(),
+        ]
+    }
+
     #[test]
-    fn deadline_keeps_the_margin_and_tolerates_a_missing_or_relative_deadline() {
-        let mut context = Context::default();
-        let now = Instant::now();
-        assert!(deadline(&context, Duration::from_millis(200)) > now + Duration::from_secs(30));
-        let epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        context.deadline = epoch_ms + 5_000;
-        let at = deadline(&context, Duration::from_millis(200));
-        assert!(at <= Instant::now() + Duration::from_millis(4_800));
-        assert!(at >= now + Duration::from_millis(4_500));
-        context.deadline = epoch_ms.saturating_sub(1_000);
-        assert!(deadline(&context, Duration::from_millis(200)) <= Instant::now());
-        // cargo lambda watch sends its timeout in place of a deadline.
-        context.deadline = 600_000;
-        assert!(deadline(&context, Duration::from_millis(200)) > now + Duration::from_secs(30));
+    fn what_the_caller_sees_is_a_fixed_sentence_per_error_type_and_the_request_id() {
+        let mut seen_types = Vec::new();
+        for cause in one_of_each() {
+            let detail = cause.to_string();
+            let failure = Failure {
+                cause,
+                request_id: "4f8e1c2a-req".to_owned(),
+            };
+            let error_type = failure.error_type();
+            seen_types.push(error_type);
+            let diagnostic = Diagnostic::from(failure);
+            let message = diagnostic.error_message;
+            assert_eq!(diagnostic.error_type, error_type);
+            assert!(
+                message.ends_with(&format!("({error_type}, request 4f8e1c2a-req)")),
+                "{message}"
+            );
+            for secret in [
+                "db-proxy",
+                "5432",
+                "123456789012",
+                "secretsmanager",
+                "os error",
+                "28P01",
+                "app",
+                "permission",
+                "email",
+                "1500",
+                "connecting",
+            ] {
+                assert!(!message.contains(secret), "{error_type}: {message}");
+            }
+            assert!(message.len() < 120, "{message}");
+            assert_ne!(message, detail);
+        }
+        assert_eq!(
+            seen_types,
+            [
+                "InvalidEvent",
+                "InvalidUserAttributes",
+                "CredentialsError",
+                "DatabaseConnectionError",
+                "DatabaseError",
+                "Timeout"
+            ]
+        );
     }
 }

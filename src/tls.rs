@@ -1,6 +1,6 @@
 //! The TLS client configuration: verified certificates and host names, always.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
@@ -10,6 +10,15 @@ use rustls::{ClientConfig, RootCertStore};
 /// Amazon RDS root CAs, for direct connections to RDS and Aurora (see the file's header).
 const RDS_CA_BUNDLE: &[u8] = include_bytes!("../certs/rds-ca-bundle.pem");
 
+/// CAs to trust besides the built-in roots: `DB_CA_FILE` (a PEM file in the function's file
+/// system) and `DB_CA_PEM` (the PEM text itself, for where no file can be shipped, e.g.
+/// `sam local invoke`, which mounts only the build artifact). Either, both or neither.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtraCas {
+    pub file: Option<PathBuf>,
+    pub pem: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("DB_CA_FILE `{path}` cannot be read: {source}")]
@@ -18,8 +27,8 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("DB_CA_FILE `{path}` holds no usable PEM certificate: {reason}")]
-    NoCertificate { path: String, reason: String },
+    #[error("{origin} holds no usable PEM certificate: {reason}")]
+    NoCertificate { origin: String, reason: String },
     #[error("the built-in RDS CA bundle is unusable: {0}")]
     Builtin(String),
     #[error("TLS setup failed: {0}")]
@@ -27,8 +36,8 @@ pub enum TlsError {
 }
 
 /// Trusts the Mozilla roots (RDS Proxy's ACM certificates chain to Amazon Root CA 1-4), the
-/// Amazon RDS CAs, and the certificates in `extra_ca` (`DB_CA_FILE`), and nothing else.
-pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> {
+/// Amazon RDS CAs, and the certificates in `extra` (`DB_CA_FILE`, `DB_CA_PEM`), and nothing else.
+pub fn client_config(extra: &ExtraCas) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -39,18 +48,24 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
             "{ignored} certificates did not parse"
         )));
     }
-    if let Some(path) = extra_ca {
+    let mut sources = Vec::new();
+    if let Some(path) = &extra.file {
         let shown = path.display().to_string();
         let pem = std::fs::read(path).map_err(|source| TlsError::Read {
             path: shown.clone(),
             source,
         })?;
+        sources.push((format!("DB_CA_FILE `{shown}`"), pem));
+    }
+    if let Some(pem) = &extra.pem {
+        sources.push(("DB_CA_PEM".to_owned(), pem.as_bytes().to_vec()));
+    }
+    for (origin, pem) in sources {
         let no_certificate = |reason: String| TlsError::NoCertificate {
-            path: shown.clone(),
+            origin: origin.clone(),
             reason,
         };
-        let certificates = parse_pem(&pem).map_err(no_certificate)?;
-        for certificate in certificates {
+        for certificate in parse_pem(&pem).map_err(no_certificate)? {
             roots
                 .add(certificate)
                 .map_err(|error| no_certificate(error.to_string()))?;
@@ -79,7 +94,7 @@ mod tests {
 
     #[test]
     fn builtin_roots_load() {
-        let config = client_config(None).unwrap();
+        let config = client_config(&ExtraCas::default()).unwrap();
         drop(config);
         let rds = parse_pem(RDS_CA_BUNDLE).unwrap();
         assert!(
@@ -89,9 +104,23 @@ mod tests {
         );
     }
 
+    fn file(path: &std::path::Path) -> ExtraCas {
+        ExtraCas {
+            file: Some(path.to_path_buf()),
+            pem: None,
+        }
+    }
+
+    fn pem(text: &str) -> ExtraCas {
+        ExtraCas {
+            file: None,
+            pem: Some(text.to_owned()),
+        }
+    }
+
     #[test]
     fn unreadable_or_empty_ca_files_are_clear_errors() {
-        let error = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let error = client_config(&file(std::path::Path::new("/nonexistent/ca.pem"))).unwrap_err();
         assert!(matches!(error, TlsError::Read { .. }), "{error}");
         assert!(error.to_string().contains("DB_CA_FILE"));
 
@@ -99,16 +128,30 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "just text\n").unwrap();
-        let error = client_config(Some(&empty)).unwrap_err();
+        let error = client_config(&file(&empty)).unwrap_err();
         assert!(matches!(error, TlsError::NoCertificate { .. }), "{error}");
+        assert!(error.to_string().starts_with("DB_CA_FILE"), "{error}");
         let garbage = dir.join("garbage.pem");
-        std::fs::write(
-            &garbage,
-            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        let error = client_config(Some(&garbage)).unwrap_err();
+        std::fs::write(&garbage, GARBAGE).unwrap();
+        let error = client_config(&file(&garbage)).unwrap_err();
         assert!(matches!(error, TlsError::NoCertificate { .. }), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    const GARBAGE: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn unusable_ca_pem_text_is_a_clear_error() {
+        for text in ["just text", GARBAGE] {
+            let error = client_config(&pem(text)).unwrap_err();
+            assert!(matches!(error, TlsError::NoCertificate { .. }), "{error}");
+            assert!(
+                error.to_string().starts_with("DB_CA_PEM holds no"),
+                "{error}"
+            );
+        }
+        // One of the built-in RDS roots is a well-formed CA, so it is accepted as PEM text.
+        let text = std::str::from_utf8(RDS_CA_BUNDLE).unwrap();
+        client_config(&pem(text)).unwrap();
     }
 }

@@ -44,7 +44,7 @@ async fn backfill(options: &Options) -> Result<u64, Fatal> {
     let credentials = credentials::fetch(&secrets, &config)
         .await
         .map_err(|e| Fatal(e.to_string()))?;
-    let tls = tls::client_config(config.ca_file.as_deref()).map_err(|e| Fatal(e.to_string()))?;
+    let tls = tls::client_config(&config.extra_cas).map_err(|e| Fatal(e.to_string()))?;
     let mut database = Database::open(
         credentials,
         MakeRustlsConnect::new(tls),

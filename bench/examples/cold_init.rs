@@ -1,3 +1,11 @@
+// A benchmark, never deployed: it panics with the reason when something it measures fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 // Profiling aid: the function's cold start, step by step, in a fresh process against a running
 // local stack whose environment is in the process env (source the `local-stack up` env file).
 use std::time::Instant;
@@ -14,7 +22,7 @@ async fn main() {
         .expect("secret");
     let fetched = t.elapsed();
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-        cognito_post_confirmation::tls::client_config(config.ca_file.as_deref()).expect("tls"),
+        cognito_post_confirmation::tls::client_config(&config.extra_cas).expect("tls"),
     );
     let trust = t.elapsed();
     let conn =

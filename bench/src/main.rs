@@ -3,6 +3,14 @@
 //! moto's Secrets Manager), its peak RSS and size, and the same run's baselines. See
 //! `bench/run.sh`; figures are compared as ratios, never as absolute times.
 
+// A benchmark, never deployed: it panics with the reason when something it measures fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod runtime_api;
 
 use std::path::PathBuf;
@@ -15,8 +23,6 @@ use runtime_api::RuntimeApi;
 use serde_json::{Value, json};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-const SCHEMA: &str = include_str!("../../sql/schema.sql");
-const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
 const EVENT: &str = include_str!("../../events/sign-up.json");
 
 struct Args {
@@ -131,15 +137,15 @@ async fn main() {
     let args = args();
     let started = Instant::now();
     let stack = Stack::start();
-    let db = stack.new_database(SCHEMA);
-    db.admin_psql(&format!("\\set app_role {}\n{APP_ROLE}", db.role));
+    let db = stack.new_database(local_stack::SCHEMA);
+    db.apply_app_role();
     eprintln!("bench: local stack up in {:.0} ms", ms(started.elapsed()));
 
     let env: Vec<(&str, String)> = db.env();
     let config =
         Config::from_lookup(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
             .expect("config");
-    let tls = MakeRustlsConnect::new(tls::client_config(config.ca_file.as_deref()).expect("tls"));
+    let tls = MakeRustlsConnect::new(tls::client_config(&config.extra_cas).expect("tls"));
     let creds = credentials::parse(&db.secret_json(&db.app_password), &config).expect("creds");
     let limit = Duration::from_secs(10);
 

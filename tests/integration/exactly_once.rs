@@ -80,7 +80,7 @@ async fn missing_email_fails_and_writes_nothing() {
         .remove("email");
     let error = invoke(&app, event).await.expect_err("no email");
     assert_eq!(error.error_type(), "InvalidUserAttributes");
-    assert!(error.to_string().contains("`email`"), "{error}");
+    assert!(error.cause().to_string().contains("`email`"), "{error}");
     assert_eq!(test.count_users(), 0);
 }
 

@@ -179,9 +179,25 @@ async fn nothing_listening_fails_fast_with_a_connection_error() {
     let app = test.start_with(crate::helpers::config_from(&env)).await;
     let error = invoke(&app, new_user()).await.expect_err("refused");
     assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
+    // The operator's log names the endpoint; what Cognito shows the app names nothing.
     assert!(
-        error.to_string().contains(&format!("localhost:{port}")),
+        error
+            .cause()
+            .to_string()
+            .contains(&format!("localhost:{port}")),
         "{error}"
+    );
+    let public = error.to_string();
+    let (sentence, reference) = public
+        .split_once(" (")
+        .expect("sentence (type, request id)");
+    assert_eq!(
+        sentence,
+        "The account could not be recorded just now. Please try again later."
+    );
+    assert!(
+        reference.starts_with("DatabaseConnectionError, request req-"),
+        "{public}"
     );
 }
 
@@ -297,6 +313,7 @@ async fn a_wrong_password_in_the_secret_fails_clearly_without_retrying() {
     let error = invoke(&app, new_user()).await.expect_err("wrong password");
     assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
     assert!(!error.to_string().contains(&wrong));
+    assert!(!format!("{:?}", error.cause()).contains(&wrong));
     assert!(started.elapsed() < COGNITO_BUDGET);
     // Fixed in the secret: the next invocation picks it up.
     let right = test.db.app_password.clone();
@@ -334,7 +351,6 @@ async fn secrets_manager_unreachable_at_cold_start_is_retried_by_the_next_invoca
     );
 
     stack.moto.start();
-    test.db.recreate_secret(); // moto keeps its secrets in memory
     invoke(&app, new_user())
         .await
         .expect("after Secrets Manager came back");

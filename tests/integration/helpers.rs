@@ -7,14 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_secretsmanager::config::Credentials as AwsCredentials;
-use cognito_post_confirmation::handler::{self, HandlerError};
+use cognito_post_confirmation::handler::{self, Failure};
 use cognito_post_confirmation::{App, Config};
 use lambda_runtime::{Context, LambdaEvent};
 use local_stack::{Stack, TestDb};
 use serde_json::Value;
 
-pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
-pub const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
+pub use local_stack::SCHEMA;
 
 /// One test's world: its own database and secret on the shared stack.
 pub struct TestApp<'s> {
@@ -36,7 +35,7 @@ impl<'s> TestApp<'s> {
         init_logs();
         let db = stack.new_database(SCHEMA);
         // The function logs in as a role with exactly the rights sql/app-role.sql grants.
-        db.admin_psql(&format!("\\set app_role {}\n{APP_ROLE}", db.role));
+        db.apply_app_role();
         let sdk = sdk_config(&stack.moto.endpoint()).await;
         TestApp { stack, db, sdk }
     }
@@ -96,7 +95,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
 }
 
 /// Invokes the handler as the Lambda runtime would, with Cognito's 5-second deadline.
-pub async fn invoke(app: &App, event: Value) -> Result<Value, HandlerError> {
+pub async fn invoke(app: &App, event: Value) -> Result<Value, Failure> {
     invoke_with_deadline(app, event, Duration::from_secs(5)).await
 }
 
@@ -104,7 +103,7 @@ pub async fn invoke_with_deadline(
     app: &App,
     event: Value,
     budget: Duration,
-) -> Result<Value, HandlerError> {
+) -> Result<Value, Failure> {
     let mut context = Context::default();
     context.request_id = format!("req-{}", unique());
     let now_ms = SystemTime::now()

@@ -18,8 +18,26 @@ async fn a_certificate_from_an_untrusted_ca_is_refused() {
     let app = test.start_with(config_from(&env)).await;
     let error = invoke(&app, new_user()).await.expect_err("untrusted");
     assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
-    assert!(error.to_string().contains("certificate"), "{error}");
+    assert!(
+        error.cause().to_string().contains("certificate"),
+        "{error:?}"
+    );
     assert_eq!(test.count_users(), 0);
+}
+
+/// `DB_CA_PEM` (the PEM text itself, as `sam local invoke` passes it) trusts the CA just as
+/// `DB_CA_FILE` does.
+#[tokio::test]
+async fn the_ca_given_as_pem_text_is_trusted() {
+    let test = TestApp::new().await;
+    let mut env = test.env();
+    let file = env.remove("DB_CA_FILE").expect("DB_CA_FILE");
+    env.insert("DB_CA_PEM", std::fs::read_to_string(file).expect("CA"));
+    let app = test.start_with(config_from(&env)).await;
+    invoke(&app, new_user())
+        .await
+        .expect("trusted through DB_CA_PEM");
+    assert_eq!(test.count_users(), 1);
 }
 
 #[tokio::test]
@@ -33,7 +51,10 @@ async fn a_ca_file_for_another_ca_does_not_make_the_server_trusted() {
     let app = test.start_with(config_from(&env)).await;
     let error = invoke(&app, new_user()).await.expect_err("wrong CA");
     assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
-    assert!(error.to_string().contains("certificate"), "{error}");
+    assert!(
+        error.cause().to_string().contains("certificate"),
+        "{error:?}"
+    );
     assert_eq!(test.count_users(), 0);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -63,7 +84,7 @@ async fn a_server_that_does_not_speak_tls_is_refused() {
     let app = test.start_with(config_from(&env)).await;
     let error = invoke(&app, new_user()).await.expect_err("no TLS");
     assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
-    assert!(error.to_string().contains("TLS"), "{error}");
+    assert!(error.cause().to_string().contains("TLS"), "{error:?}");
     let rows = plaintext
         .admin_psql("plain", "SELECT count(*) FROM public.users")
         .expect("count");

@@ -1,0 +1,350 @@
+//! The PostConfirmation event: its shape checked against what the function reads, then parsed.
+//!
+//! Every error names a place in the event (a path built from the field names this module knows)
+//! and the JSON type expected there, and nothing else. No text from the event, and no text from
+//! serde (which quotes input values), can reach a message: the checks below build their messages
+//! from fixed strings only, and a deserialisation error that slips past them is reported as a
+//! fixed sentence.
+
+use std::fmt;
+
+use aws_lambda_events::event::cognito::{
+    CognitoEventUserPoolsPostConfirmation, CognitoEventUserPoolsPostConfirmationTriggerSource,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Where in the event something is wrong, and what was expected there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("the event is not a JSON object")]
+    NotAnObject,
+    #[error("`{0}` is missing")]
+    Missing(Path),
+    #[error("`{path}` must be {expected}")]
+    WrongType { path: Path, expected: &'static str },
+    #[error("`triggerSource` is not a PostConfirmation trigger source")]
+    NotPostConfirmation,
+    #[error("`triggerSource` is a PostConfirmation source this function does not know")]
+    UnknownTriggerSource,
+    #[error("the event does not have the shape of a PostConfirmation event")]
+    Shape,
+}
+
+/// A dotted path of field names from a fixed list (`request.userAttributes`). A user attribute's
+/// name is shown only when it looks like one (letters, digits, `_`, `:`, `-`, at most 64);
+/// anything else shows as `[…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path(String);
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn path(known: &'static str) -> Path {
+    Path(known.to_owned())
+}
+
+fn attribute_path(map: &'static str, key: &str) -> Path {
+    let plausible = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'));
+    if plausible {
+        Path(format!("{map}.{key}"))
+    } else {
+        Path(format!("{map}[…]"))
+    }
+}
+
+/// What the event asks for.
+pub enum Trigger {
+    /// `PostConfirmation_ConfirmSignUp` (also sent for AdminConfirmSignUp).
+    SignUp(Box<CognitoEventUserPoolsPostConfirmation>),
+    /// `PostConfirmation_ConfirmForgotPassword`.
+    ForgotPassword,
+}
+
+/// Checks the event's shape and parses it.
+pub fn parse(payload: &Value) -> Result<Trigger, EventError> {
+    let event = payload.as_object().ok_or(EventError::NotAnObject)?;
+    let source = match event.get("triggerSource") {
+        None => return Err(EventError::Missing(path("triggerSource"))),
+        Some(Value::String(source)) => source,
+        Some(_) => return Err(wrong("triggerSource", "a string")),
+    };
+    if !source.starts_with("PostConfirmation_") {
+        return Err(EventError::NotPostConfirmation);
+    }
+    for field in ["version", "region", "userPoolId", "userName"] {
+        optional_string(event, field, field)?;
+    }
+    let caller = required_object(event, "callerContext", "callerContext")?;
+    optional_string(caller, "awsSdkVersion", "callerContext.awsSdkVersion")?;
+    optional_string(caller, "clientId", "callerContext.clientId")?;
+    let request = required_object(event, "request", "request")?;
+    string_map(request, "userAttributes", "request.userAttributes")?;
+    string_map(request, "clientMetadata", "request.clientMetadata")?;
+    required_object(event, "response", "response")?;
+
+    let known = CognitoEventUserPoolsPostConfirmationTriggerSource::deserialize(&Value::String(
+        source.clone(),
+    ))
+    .map_err(|_| EventError::UnknownTriggerSource)?;
+    match known {
+        CognitoEventUserPoolsPostConfirmationTriggerSource::ConfirmSignUp => {
+            // The checks above cover every field this type reads; should it still refuse the
+            // event, serde's message (which may quote a value) is dropped.
+            CognitoEventUserPoolsPostConfirmation::deserialize(payload)
+                .map(|event| Trigger::SignUp(Box::new(event)))
+                .map_err(|_| EventError::Shape)
+        }
+        CognitoEventUserPoolsPostConfirmationTriggerSource::ConfirmForgotPassword => {
+            Ok(Trigger::ForgotPassword)
+        }
+        _ => Err(EventError::UnknownTriggerSource),
+    }
+}
+
+fn wrong(at: &'static str, expected: &'static str) -> EventError {
+    EventError::WrongType {
+        path: path(at),
+        expected,
+    }
+}
+
+fn optional_string(
+    object: &Map<String, Value>,
+    field: &str,
+    at: &'static str,
+) -> Result<(), EventError> {
+    match object.get(field) {
+        None | Some(Value::Null | Value::String(_)) => Ok(()),
+        Some(_) => Err(wrong(at, "a string or null")),
+    }
+}
+
+fn required_object<'a>(
+    object: &'a Map<String, Value>,
+    field: &str,
+    at: &'static str,
+) -> Result<&'a Map<String, Value>, EventError> {
+    match object.get(field) {
+        None => Err(EventError::Missing(path(at))),
+        Some(Value::Object(inner)) => Ok(inner),
+        Some(_) => Err(wrong(at, "an object")),
+    }
+}
+
+/// `userAttributes` / `clientMetadata`: absent, null, or an object whose values are strings.
+fn string_map(
+    object: &Map<String, Value>,
+    field: &str,
+    at: &'static str,
+) -> Result<(), EventError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(map)) => match map.iter().find(|(_, value)| !value.is_string()) {
+            None => Ok(()),
+            Some((key, _)) => Err(EventError::WrongType {
+                path: attribute_path(at, key),
+                expected: "a string",
+            }),
+        },
+        Some(_) => Err(wrong(at, "an object of strings, or null")),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A sign-up confirmation with these user attributes (also used by the handler's tests).
+    pub(crate) fn sign_up_with(attributes: Value) -> Value {
+        json!({
+            "version": "1",
+            "region": "us-east-1",
+            "userPoolId": "us-east-1_example",
+            "userName": "cognito-user",
+            "callerContext": {"awsSdkVersion": "aws-sdk-unknown-unknown", "clientId": "client"},
+            "triggerSource": "PostConfirmation_ConfirmSignUp",
+            "request": {"userAttributes": attributes},
+            "response": {}
+        })
+    }
+
+    fn sign_up() -> Value {
+        sign_up_with(json!({"sub": "s-1", "email": "a@example.com"}))
+    }
+
+    /// Hostile strings: each one, or any long piece of it, in a message would be a leak.
+    const MARK: &str = "LEAKED";
+    fn hostile_strings() -> Vec<String> {
+        vec![
+            format!("{MARK}\"quoted\" {MARK}"),
+            format!("a\\\"b{MARK}\\"),
+            format!("`{MARK}` ``{MARK}"),
+            format!("\u{41}\u{2028}{MARK}\u{0}\u{202e}"),
+            format!("', expected a map {MARK}"),
+            format!("{MARK}{}", "x".repeat(10_000)),
+            format!("{MARK}@example.com"),
+        ]
+    }
+
+    /// Wrong-typed values built from the hostile strings: every JSON type, nested.
+    fn hostile_values() -> Vec<Value> {
+        let mut values = vec![json!(12345678), json!(-1.5e300), json!(true), json!(null)];
+        for text in hostile_strings() {
+            values.push(json!(text.clone()));
+            values.push(json!([text.clone(), {text.clone(): text.clone()}]));
+            values.push(json!({text.clone(): text.clone(), "nested": {"deeper": [text]}}));
+        }
+        values
+    }
+
+    /// Every place the parser reads, as JSON pointers into the sample.
+    const PLACES: &[&str] = &[
+        "",
+        "/version",
+        "/triggerSource",
+        "/region",
+        "/userPoolId",
+        "/userName",
+        "/callerContext",
+        "/callerContext/awsSdkVersion",
+        "/callerContext/clientId",
+        "/request",
+        "/request/userAttributes",
+        "/request/userAttributes/sub",
+        "/request/userAttributes/email",
+        "/request/clientMetadata",
+        "/response",
+    ];
+
+    fn replace(event: &mut Value, pointer: &str, value: Value) {
+        if pointer.is_empty() {
+            *event = value;
+            return;
+        }
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let parent = if parent.is_empty() {
+            &mut *event
+        } else {
+            event.pointer_mut(parent).unwrap()
+        };
+        parent
+            .as_object_mut()
+            .unwrap()
+            .insert(key.to_owned(), value);
+    }
+
+    #[test]
+    fn no_message_holds_a_value_from_the_event_whatever_is_put_wherever() {
+        let mut checked = 0;
+        for place in PLACES {
+            for value in hostile_values() {
+                let mut event = sign_up();
+                replace(&mut event, place, value);
+                if let Err(error) = parse(&event) {
+                    let message = error.to_string();
+                    assert!(!message.contains(MARK), "{place}: {message}");
+                    assert!(message.len() < 200, "{place}: {message}");
+                    checked += 1;
+                }
+            }
+        }
+        // Hostile keys: attribute names that are not plausible names are not shown either.
+        for key in hostile_strings() {
+            let mut event = sign_up();
+            event["request"]["userAttributes"][&key] = json!(1);
+            let message = parse(&event).err().expect("a number attribute").to_string();
+            assert!(!message.contains(MARK), "{message}");
+            assert!(message.contains("request.userAttributes[…]"), "{message}");
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} cases failed to parse");
+    }
+
+    #[test]
+    fn errors_name_the_path_and_the_expected_type() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("", json!([1]), "the event is not a JSON object"),
+            (
+                "/triggerSource",
+                json!(7),
+                "`triggerSource` must be a string",
+            ),
+            (
+                "/userName",
+                json!({"a": 1}),
+                "`userName` must be a string or null",
+            ),
+            (
+                "/callerContext",
+                json!("x"),
+                "`callerContext` must be an object",
+            ),
+            (
+                "/callerContext/clientId",
+                json!(1),
+                "`callerContext.clientId` must be a string or null",
+            ),
+            ("/request", json!("x"), "`request` must be an object"),
+            (
+                "/request/userAttributes",
+                json!([1]),
+                "`request.userAttributes` must be an object of strings, or null",
+            ),
+            (
+                "/request/userAttributes/email",
+                json!(["a@example.com"]),
+                "`request.userAttributes.email` must be a string",
+            ),
+            (
+                "/request/clientMetadata",
+                json!(1),
+                "`request.clientMetadata` must be an object of strings, or null",
+            ),
+            ("/response", json!(null), "`response` must be an object"),
+            (
+                "/triggerSource",
+                json!("PreSignUp_SignUp"),
+                "`triggerSource` is not a PostConfirmation trigger source",
+            ),
+            (
+                "/triggerSource",
+                json!("PostConfirmation_Something"),
+                "a PostConfirmation source this function does not know",
+            ),
+        ];
+        for (place, value, expected) in cases {
+            let mut event = sign_up();
+            replace(&mut event, place, value);
+            let message = parse(&event).err().expect(place).to_string();
+            assert!(message.contains(expected), "{place}: {message}");
+        }
+        for missing in ["triggerSource", "callerContext", "request", "response"] {
+            let mut event = sign_up();
+            event.as_object_mut().unwrap().remove(missing);
+            let error = parse(&event).err().expect(missing);
+            assert_eq!(error.to_string(), format!("`{missing}` is missing"));
+        }
+    }
+
+    #[test]
+    fn nulls_and_absent_optional_fields_are_accepted() {
+        let mut event = sign_up();
+        for field in ["version", "region", "userPoolId"] {
+            event[field] = json!(null);
+        }
+        event["request"]["clientMetadata"] = json!(null);
+        event["callerContext"] = json!({});
+        assert!(matches!(parse(&event), Ok(Trigger::SignUp(_))));
+        event["triggerSource"] = json!("PostConfirmation_ConfirmForgotPassword");
+        assert!(matches!(parse(&event), Ok(Trigger::ForgotPassword)));
+    }
+}
