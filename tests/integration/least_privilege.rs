@@ -55,3 +55,28 @@ async fn the_function_role_can_insert_and_read_users_and_nothing_else() {
     assert_eq!(test.count_users(), 1);
     assert_eq!(test.query("SELECT count(*) FROM public.billing"), vec!["1"]);
 }
+
+/// The function's `INSERT … ON CONFLICT (cognito_user_id) DO NOTHING` reads the arbiter column,
+/// so the role needs SELECT as well as INSERT (sql/app-role.sql grants both, and says why).
+#[tokio::test]
+async fn insert_alone_is_not_enough_for_the_idempotent_insert() {
+    let test = TestApp::new().await;
+    test.query(&format!(
+        "REVOKE SELECT ON public.users FROM \"{}\"",
+        test.db.role
+    ));
+    let app = test.start().await;
+    let error = invoke(
+        &app,
+        sign_up(&format!("sub-{}", unique()), "x@example.com", None, None),
+    )
+    .await
+    .expect_err("no SELECT");
+    assert_eq!(error.error_type(), "DatabaseError", "{error:?}");
+    assert!(
+        error.cause().to_string().contains("42501"),
+        "{}",
+        error.cause()
+    );
+    assert_eq!(test.count_users(), 0);
+}
