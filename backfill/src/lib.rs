@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use aws_sdk_cognitoidentityprovider::error::DisplayErrorContext;
-use aws_sdk_cognitoidentityprovider::types::UserType;
+use aws_sdk_cognitoidentityprovider::types::{UserStatusType, UserType};
 use cognito_post_confirmation::credentials::Credentials;
 use cognito_post_confirmation::db::{self, Connection, Outcome};
 use cognito_post_confirmation::user::NewUser;
@@ -23,18 +23,37 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub struct Options {
     pub user_pool_id: String,
     pub dry_run: bool,
-    /// Cognito user statuses to record (default: `CONFIRMED`).
+    /// Cognito user statuses to record (default: [`CONFIRMED_STATUSES`]).
     pub statuses: Vec<String>,
     /// `ListUsers` page size, 1 to 60.
     pub page_size: i32,
 }
 
+/// The statuses of users who have confirmed their account, recorded by default:
+/// - `CONFIRMED`;
+/// - `RESET_REQUIRED`: confirmed, but must reset the password before the next sign-in;
+/// - `EXTERNAL_PROVIDER`: signed in through a federated identity provider, which confirmed them
+///   (Cognito fires PostConfirmation at their first sign-in, so a missing row is a missed trigger);
+/// - `COMPROMISED`: confirmed, then blocked by Cognito as a potential security risk.
+///
+/// Not by default: `UNCONFIRMED`, `FORCE_CHANGE_PASSWORD` (created by an administrator, never
+/// signed in: they become `CONFIRMED` when they set a password), `ARCHIVED` and `UNKNOWN`.
+pub const CONFIRMED_STATUSES: &[&str] = &[
+    "CONFIRMED",
+    "RESET_REQUIRED",
+    "EXTERNAL_PROVIDER",
+    "COMPROMISED",
+];
+
 pub const USAGE: &str =
     "usage: cognito-backfill --user-pool-id ID [--dry-run] [--status STATUS]... [--page-size 1-60]
 
-Records every user of the pool whose status is CONFIRMED (or each --status given) and who has no
-row in public.users, exactly as the PostConfirmation trigger would have. Database settings come
-from the same environment as the function (DB_SECRET_ID, DB_HOST, DB_PORT, DB_NAME, DB_CA_FILE).
+Records every user of the pool who has confirmed the account (status CONFIRMED, RESET_REQUIRED,
+EXTERNAL_PROVIDER or COMPROMISED; or each --status given instead) and who has no row in
+public.users, exactly as the PostConfirmation trigger would have. --status takes one of Cognito's
+statuses: ARCHIVED, COMPROMISED, CONFIRMED, EXTERNAL_PROVIDER, FORCE_CHANGE_PASSWORD,
+RESET_REQUIRED, UNCONFIRMED, UNKNOWN. Database settings come from the same environment as the
+function (DB_SECRET_ID, DB_HOST, DB_PORT, DB_NAME, DB_CA_FILE, DB_CA_PEM).
 Exits 1 if any user failed, 2 if the run could not start or the pool could not be listed.";
 
 /// Parses the command line (without the program name).
@@ -49,7 +68,16 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
         match arg.as_str() {
             "--user-pool-id" => user_pool_id = Some(value("--user-pool-id")?),
             "--dry-run" => dry_run = true,
-            "--status" => statuses.push(value("--status")?.to_ascii_uppercase()),
+            "--status" => {
+                let status = value("--status")?.to_ascii_uppercase();
+                if !UserStatusType::values().contains(&status.as_str()) {
+                    return Err(format!(
+                        "unknown --status `{status}`; Cognito's statuses are {}",
+                        UserStatusType::values().join(", ")
+                    ));
+                }
+                statuses.push(status);
+            }
             "--page-size" => {
                 page_size = value("--page-size")?
                     .parse()
@@ -64,7 +92,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
         .filter(|id| !id.trim().is_empty())
         .ok_or("--user-pool-id is required")?;
     if statuses.is_empty() {
-        statuses.push("CONFIRMED".to_owned());
+        statuses = CONFIRMED_STATUSES.iter().map(|s| (*s).to_owned()).collect();
     }
     Ok(Options {
         user_pool_id,
@@ -238,21 +266,26 @@ pub async fn run(
     }
 }
 
+/// Why a user with `status` is not recorded, or `None` if it is.
+fn skip_reason(options: &Options, status: Option<&UserStatusType>) -> Option<String> {
+    match status.map(UserStatusType::as_str) {
+        // Nothing says this user confirmed: reported as such, never guessed.
+        None => Some("no status".to_owned()),
+        Some(status) if !options.statuses.iter().any(|s| s == status) => {
+            Some(format!("status {status}"))
+        }
+        Some(_) => None,
+    }
+}
+
 async fn record_one(
     options: &Options,
     database: &mut Database,
     cognito_user: &UserType,
     report: &mut Report,
 ) {
-    let status = cognito_user
-        .user_status()
-        .map_or("UNKNOWN", |s| s.as_str())
-        .to_owned();
-    if !options.statuses.contains(&status) {
-        *report
-            .skipped
-            .entry(format!("status {status}"))
-            .or_default() += 1;
+    if let Some(reason) = skip_reason(options, cognito_user.user_status()) {
+        *report.skipped.entry(reason).or_default() += 1;
         return;
     }
     let attributes: HashMap<String, String> = cognito_user
@@ -286,11 +319,42 @@ mod tests {
     }
 
     #[test]
-    fn defaults_to_confirmed_users_and_full_pages() {
+    fn defaults_to_every_confirmed_status_and_full_pages() {
         let options = args(&["--user-pool-id", "us-east-1_x"]).unwrap();
-        assert_eq!(options.statuses, vec!["CONFIRMED"]);
+        assert_eq!(
+            options.statuses,
+            vec![
+                "CONFIRMED",
+                "RESET_REQUIRED",
+                "EXTERNAL_PROVIDER",
+                "COMPROMISED"
+            ]
+        );
+        for status in CONFIRMED_STATUSES {
+            assert!(UserStatusType::values().contains(status), "{status}");
+        }
         assert_eq!(options.page_size, 60);
         assert!(!options.dry_run);
+    }
+
+    #[test]
+    fn users_are_skipped_by_status_and_a_missing_status_is_named() {
+        let options = args(&["--user-pool-id", "p"]).unwrap();
+        for recorded in [
+            "CONFIRMED",
+            "RESET_REQUIRED",
+            "EXTERNAL_PROVIDER",
+            "COMPROMISED",
+        ] {
+            let status = UserStatusType::from(recorded);
+            assert_eq!(skip_reason(&options, Some(&status)), None, "{recorded}");
+        }
+        let pending = UserStatusType::from("FORCE_CHANGE_PASSWORD");
+        assert_eq!(
+            skip_reason(&options, Some(&pending)).as_deref(),
+            Some("status FORCE_CHANGE_PASSWORD")
+        );
+        assert_eq!(skip_reason(&options, None).as_deref(), Some("no status"));
     }
 
     #[test]
@@ -320,6 +384,12 @@ mod tests {
             (&["--user-pool-id", "p", "--page-size", "61"][..], "1 to 60"),
             (&["--user-pool-id", "p", "--page-size", "x"][..], "1 to 60"),
             (&["--user-pool-id", "p", "--nope"][..], "unknown argument"),
+            (
+                &["--user-pool-id", "p", "--status", "CONFIRMD"][..],
+                "unknown --status `CONFIRMD`; Cognito's statuses are ARCHIVED, COMPROMISED, \
+                 CONFIRMED, EXTERNAL_PROVIDER, FORCE_CHANGE_PASSWORD, RESET_REQUIRED, \
+                 UNCONFIRMED, UNKNOWN",
+            ),
         ] {
             let error = args(list).unwrap_err();
             assert!(error.contains(reason), "{list:?}: {error}");

@@ -1,6 +1,14 @@
 //! The backfill against moto's Cognito and the real local stack (TLS PostgreSQL behind PgBouncer,
 //! credentials from moto's Secrets Manager), run as the real binary.
 
+// A test crate: its helpers panic with the reason, like the tests themselves.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::HashMap;
 use std::process::{Command, Output};
 
@@ -10,9 +18,6 @@ use cognito_post_confirmation::user::NewUser;
 use cognito_post_confirmation::{App, Config, handler};
 use lambda_context::invoke;
 use local_stack::{Stack, TestDb};
-
-const SCHEMA: &str = include_str!("../../sql/schema.sql");
-const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
 
 /// One test's world: a database and secret on the shared stack, and a user pool in moto.
 struct World {
@@ -47,8 +52,8 @@ async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
 impl World {
     async fn new() -> World {
         let stack = Stack::shared();
-        let db = stack.new_database(SCHEMA);
-        db.admin_psql(&format!("\\set app_role {}\n{APP_ROLE}", db.role));
+        let db = stack.new_database(local_stack::SCHEMA);
+        db.apply_app_role();
         let cognito = Cognito::new(&sdk(&stack.moto.endpoint()).await);
         let pool = cognito
             .create_user_pool()
@@ -341,6 +346,58 @@ async fn a_dry_run_reports_and_writes_nothing_and_statuses_can_be_added() {
     assert_eq!(world.rows(), 40);
 }
 
+/// A user who confirmed and must now reset the password (`RESET_REQUIRED`) has confirmed: the
+/// default run records them.
+#[tokio::test]
+async fn users_who_must_reset_their_password_are_recorded_by_default() {
+    let world = World::new().await;
+    let population = world.populate(3, 0, 0).await;
+    // Cognito resets a password only for a user with a verified email.
+    world
+        .cognito
+        .admin_update_user_attributes()
+        .user_pool_id(&world.pool)
+        .username(&population.confirmed[0])
+        .user_attributes(
+            AttributeType::builder()
+                .name("email_verified")
+                .value("true")
+                .build()
+                .expect("attribute"),
+        )
+        .send()
+        .await
+        .expect("AdminUpdateUserAttributes");
+    world
+        .cognito
+        .admin_reset_user_password()
+        .user_pool_id(&world.pool)
+        .username(&population.confirmed[0])
+        .send()
+        .await
+        .expect("AdminResetUserPassword");
+    let statuses: Vec<String> = world
+        .cognito
+        .list_users()
+        .user_pool_id(&world.pool)
+        .send()
+        .await
+        .expect("ListUsers")
+        .users()
+        .iter()
+        .filter_map(|u| u.user_status().map(|s| s.as_str().to_owned()))
+        .collect();
+    assert!(
+        statuses.iter().any(|s| s == "RESET_REQUIRED"),
+        "{statuses:?}"
+    );
+    let output = world.backfill(&[]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(count(&output, "inserted:"), 3);
+    assert_eq!(count(&output, "skipped:"), 0);
+    assert_eq!(world.rows(), 3);
+}
+
 #[tokio::test]
 async fn running_while_the_trigger_inserts_the_same_users_leaves_one_row_each() {
     let world = World::new().await;
@@ -393,6 +450,16 @@ async fn bad_arguments_exit_2_with_usage() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("--page-size must be a number from 1 to 60") && stderr.contains("usage:"),
+        "{stderr}"
+    );
+    assert_eq!(world.rows(), 0);
+
+    let typo = world.backfill(&["--status", "CONFIRMD"]);
+    assert_eq!(typo.status.code(), Some(2), "{typo:?}");
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        stderr
+            .contains("unknown --status `CONFIRMD`; Cognito's statuses are ARCHIVED, COMPROMISED,"),
         "{stderr}"
     );
     assert_eq!(world.rows(), 0);
