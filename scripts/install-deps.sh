@@ -4,9 +4,19 @@
 #     neither hold ports nor serve stale config (local-stack starts its own throwaway instances);
 #   - a Python venv at <repo>/.venv with requirements-dev.txt (moto server, cargo-lambda, SAM CLI,
 #     cfn-lint), rebuilt only when the requirements change (hash stamp in the venv);
-#   - the rustup components clippy and rustfmt.
+#   - the rustup components clippy and rustfmt;
+#   - with --with-docker (scripts/sam-local.sh): Debian's docker.io, unless a Docker engine is
+#     already installed, and debootstrap (for the stand-in Lambda base image).
 # Idempotent: a second run changes nothing and takes a few seconds.
 set -euo pipefail
+
+with_docker=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-docker) with_docker=1 ;;
+    *) echo "usage: scripts/install-deps.sh [--with-docker]" >&2; exit 2 ;;
+  esac
+done
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
@@ -28,6 +38,13 @@ pkg_installed() {
 
 # --- apt packages -------------------------------------------------------------------------------
 apt_wanted=(postgresql pgbouncer)
+if [ "$with_docker" = 1 ]; then
+  apt_wanted+=(debootstrap)
+  # A Docker engine already installed (Docker CE, Docker Desktop, Debian's) is used as it is.
+  if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
+    apt_wanted+=(docker.io)
+  fi
+fi
 # A system python3 without ensurepip cannot make a venv (Debian splits it into python3-venv).
 if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   apt_wanted+=(python3-venv)
@@ -50,7 +67,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-  say "apt: postgresql and pgbouncer already installed"
+  say "apt: ${apt_wanted[*]} already installed"
 fi
 
 # Stop system instances that may have been started (by the package scripts or at boot), and keep
@@ -97,7 +114,30 @@ else
 fi
 [ -x "$venv/bin/moto_server" ] || { echo "error: $venv/bin/moto_server missing" >&2; exit 1; }
 
-# --- Rust components ----------------------------------------------------------------------------
+# --- Rust -----------------------------------------------------------------------------------------
+# A C compiler for aws-lc-sys (the crypto under rustls), and Rust itself: rust-toolchain.toml names
+# the release (edition 2024 needs 1.85 or newer; Debian's packaged rustc is far older). Without
+# rustup and without a new enough cargo, rustup is installed and takes the toolchain from that file.
+if ! command -v cc >/dev/null 2>&1; then
+  say "apt: installing a C compiler (gcc)"
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo_too_old() {
+  local version
+  version="$(cargo --version 2>/dev/null | sed -n 's/^cargo \([0-9]*\.[0-9]*\).*/\1/p')"
+  [ -z "$version" ] || [ "$(printf '%s\n' 1.85 "$version" | sort -V | head -n1)" != 1.85 ]
+}
+if ! command -v rustup >/dev/null 2>&1 && cargo_too_old; then
+  say "rustup: installing (cargo is missing or older than 1.85)"
+  command -v curl >/dev/null 2>&1 || { as_root apt-get update -qq; as_root apt-get install -y -qq curl ca-certificates >/dev/null; }
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none
+fi
+if command -v rustup >/dev/null 2>&1; then
+  # Installs the release rust-toolchain.toml names, with its components, if it is missing.
+  (cd "$repo" && rustup toolchain install >/dev/null)
+fi
 if command -v rustup >/dev/null 2>&1; then
   installed="$(rustup component list --installed 2>/dev/null || true)"
   for comp in clippy rustfmt; do

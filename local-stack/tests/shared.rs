@@ -1,6 +1,14 @@
 //! `Stack::shared()` starts once per test process, and a client built like the Lambda's
 //! (tokio-postgres + rustls, verify-full against our CA) works through PgBouncer.
 
+// A test crate: its helpers panic with the reason, like the tests themselves.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::sync::Arc;

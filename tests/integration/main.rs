@@ -2,6 +2,14 @@
 //! pooling, TLS on both sides), with credentials from moto's Secrets Manager. Every test gets its
 //! own database and secret.
 
+// A test crate: its helpers panic with the reason, like the tests themselves.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod helpers;
 
 mod bad_input;
