@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit tests, the integration tests against a real local stack
-# (TLS PostgreSQL 15, PgBouncer, moto; each started and stopped by the tests themselves), and the
-# SAM template checks. Installs what is missing first. This is what CI runs (.ci/run).
+# (TLS PostgreSQL 15, PgBouncer, moto; each started and stopped by the tests themselves), the SAM
+# template checks, and the function end to end twice: under cargo lambda (scripts/local.sh) and
+# under the real SAM CLI in Docker (scripts/sam-local.sh). Installs what is missing first. This is
+# what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-scripts/install-deps.sh
-export PATH="$PWD/.venv/bin:$PATH"
+scripts/install-deps.sh --with-docker
+export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check
@@ -18,3 +20,7 @@ echo "==> SAM template"
 scripts/lint-template.sh
 echo "==> end to end: scripts/local.sh (cargo lambda watch + invoke on the local stack)"
 scripts/local.sh
+echo "==> end to end: scripts/sam-local.sh (sam build + sam local invoke in Docker on the local stack)"
+# No image registry is reachable in CI: the Lambda base image is a stand-in built from Debian's
+# packages. Without --stand-in-image, SAM pulls AWS's own.
+scripts/sam-local.sh --stand-in-image

@@ -1,10 +1,11 @@
-//! `local-stack up --schema sql/schema.sql --env-file .stack/env`
+//! `local-stack up --env-file .stack/env [--sam-env-file .stack/sam-env.json]`
 //!
-//! Starts the stack, creates database `app` (role `app`, secret `app`) with the schema, writes
-//! the environment for the Lambda to the env file, prints `ready`, and runs until SIGINT,
-//! SIGTERM, or end of input on stdin (when stdin is a terminal or a pipe; `/dev/null` is
-//! ignored so that `local-stack up ... &` in a script keeps running). Then it tears everything
-//! down and removes the env file.
+//! Starts the stack, creates database `app` with sql/schema.sql and the login role `app` made by
+//! sql/app-role.sql (both as built into this binary), stores its secret `app`, writes the
+//! function's environment to the env file (and, if asked, the `sam local invoke --env-vars` file),
+//! prints `ready`, and runs until SIGINT, SIGTERM, or end of input on stdin (when stdin is a
+//! terminal or a pipe; `/dev/null` is ignored so that `local-stack up ... &` in a script keeps
+//! running). Then it tears everything down and removes the files it wrote.
 
 use std::io::{self, Read};
 use std::os::unix::fs::FileTypeExt;
@@ -13,38 +14,30 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use local_stack::{Stack, StackOptions};
+use clap::{Parser, Subcommand};
+use local_stack::{SCHEMA, Stack, StackOptions};
 
-const USAGE: &str = "usage: local-stack up --schema FILE --env-file FILE";
-
-struct Args {
-    schema: PathBuf,
-    env_file: PathBuf,
+/// The local stand-ins for RDS, RDS Proxy and Secrets Manager (tests and local runs only).
+#[derive(Parser)]
+#[command(name = "local-stack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args_os().skip(1);
-    match args.next() {
-        Some(cmd) if cmd == "up" => {}
-        Some(cmd) if cmd == "-h" || cmd == "--help" => return Err(USAGE.to_owned()),
-        other => return Err(format!("unknown command {other:?}\n{USAGE}")),
-    }
-    let (mut schema, mut env_file) = (None, None);
-    while let Some(flag) = args.next() {
-        let slot = match flag.to_str() {
-            Some("--schema") => &mut schema,
-            Some("--env-file") => &mut env_file,
-            _ => return Err(format!("unknown argument {flag:?}\n{USAGE}")),
-        };
-        *slot = Some(PathBuf::from(
-            args.next()
-                .ok_or_else(|| format!("{flag:?} needs a value\n{USAGE}"))?,
-        ));
-    }
-    Ok(Args {
-        schema: schema.ok_or_else(|| format!("--schema is required\n{USAGE}"))?,
-        env_file: env_file.ok_or_else(|| format!("--env-file is required\n{USAGE}"))?,
-    })
+#[derive(Subcommand)]
+enum Command {
+    /// Start the stack with database `app` (sql/schema.sql, role from sql/app-role.sql) and run
+    /// until interrupted or until stdin closes.
+    Up {
+        /// Where to write the function's environment (`KEY=value` lines, for `set -a; . FILE`).
+        #[arg(long, value_name = "FILE")]
+        env_file: PathBuf,
+        /// Where to write the `--env-vars` JSON for `sam local invoke` (the CA as PEM text,
+        /// since the container sees no host files).
+        #[arg(long, value_name = "FILE")]
+        sam_env_file: Option<PathBuf>,
+    },
 }
 
 /// Why we stopped.
@@ -95,60 +88,53 @@ fn stdin_can_close() -> bool {
     kind.is_fifo() || kind.is_socket() || unsafe { libc::isatty(0) } == 1
 }
 
-fn write_env_file(path: &Path, vars: &[(&str, String)]) -> io::Result<()> {
-    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+/// Writes `text` to `path` whole: whoever waits for the file never sees half of it.
+fn write_whole(path: &Path, text: &str) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    // Whoever waits for the file must never see half of it.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
+    let Command::Up {
+        env_file,
+        sam_env_file,
+    } = Cli::parse().command;
     let stop = watch_for_stop();
-
-    let schema = match std::fs::read_to_string(&args.schema) {
-        Ok(sql) => sql,
-        Err(e) => {
-            eprintln!("local-stack: cannot read {}: {e}", args.schema.display());
-            return ExitCode::FAILURE;
-        }
-    };
     let started = Instant::now();
-    let stack = match Stack::start_with(&StackOptions::default()) {
-        Ok(stack) => stack,
-        Err(e) => {
-            eprintln!("local-stack: {e:?}");
+    let up = || -> Result<_, String> {
+        let stack = Stack::start_with(&StackOptions::default()).map_err(|e| format!("{e:?}"))?;
+        let db = stack
+            .create_app_database("app", "app", SCHEMA)
+            .map_err(|e| format!("{e:?}"))?;
+        db.try_apply_app_role().map_err(|e| format!("{e:?}"))?;
+        let env: String = db.env().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        write_whole(&env_file, &env)
+            .map_err(|e| format!("cannot write {}: {e}", env_file.display()))?;
+        if let Some(path) = &sam_env_file {
+            let json = db.sam_env("PostConfirmationFunction").to_string();
+            write_whole(path, &json)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok((stack, db))
+    };
+    let (stack, db) = match up() {
+        Ok(up) => up,
+        Err(error) => {
+            eprintln!("local-stack: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let db = match stack.create_app_database("app", "app", &schema) {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("local-stack: {e:?}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = write_env_file(&args.env_file, &db.env()) {
-        eprintln!("local-stack: cannot write {}: {e}", args.env_file.display());
-        return ExitCode::FAILURE;
-    }
     eprintln!(
         "local-stack: PgBouncer localhost:{} (TLS), PostgreSQL 127.0.0.1:{}, Secrets Manager {}; \
          env in {} (started in {:.1?})",
         stack.bouncer.port(),
         stack.pg.port(),
         stack.moto.endpoint(),
-        args.env_file.display(),
+        env_file.display(),
         started.elapsed()
     );
     println!("ready");
@@ -160,6 +146,8 @@ fn main() -> ExitCode {
     }
     drop(db);
     drop(stack);
-    let _ = std::fs::remove_file(&args.env_file);
+    for file in std::iter::once(&env_file).chain(&sam_env_file) {
+        let _ = std::fs::remove_file(file);
+    }
     ExitCode::SUCCESS
 }

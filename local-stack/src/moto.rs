@@ -74,11 +74,6 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// moto's log file.
-    pub fn log_file(&self) -> &Path {
-        &self.log
-    }
-
     /// `CreateSecret` with a string value; returns the ARN.
     pub fn create_secret(&self, name: &str, secret_string: &str) -> Result<String> {
         let arn = self.create_secret_unrecorded(name, secret_string)?;
@@ -120,20 +115,6 @@ impl Moto {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| Error::msg(format!("GetSecretValue without SecretString: {answer}")))
-    }
-
-    /// Creates the secret again, with the latest value set through this type, if moto does not
-    /// have it (e.g. it was restarted by someone else). Does nothing if it exists.
-    pub fn ensure_secret(&self, name: &str) -> Result<()> {
-        if self.get_secret_value(name).is_ok() {
-            return Ok(());
-        }
-        let value = lock(&self.secrets)
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| Error::msg(format!("secret {name} was not created through Moto")))?;
-        self.create_secret_unrecorded(name, &value).map(drop)
     }
 
     /// One Secrets Manager JSON call (`X-Amz-Target: secretsmanager.<action>`). Errors carry the

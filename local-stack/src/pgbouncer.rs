@@ -169,11 +169,6 @@ impl PgBouncer {
         self.port
     }
 
-    /// PgBouncer's log file.
-    pub fn log_file(&self) -> &Path {
-        &self.log
-    }
-
     /// Starts PgBouncer again after [`PgBouncer::stop`] on the same port, with the current auth
     /// file, and waits until it accepts TCP connections. Does nothing if it is running.
     ///

@@ -151,11 +151,6 @@ impl Postgres {
         &self.data_dir
     }
 
-    /// The server's log file (stdout and stderr of the postmaster).
-    pub fn log_file(&self) -> &Path {
-        &self.log
-    }
-
     /// Starts the server again after [`Postgres::stop`], on the same port and data directory, and
     /// waits until it accepts connections. Does nothing if it is running.
     ///

@@ -187,6 +187,28 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// Makes this database's login role exactly what sql/app-role.sql makes of the function's
+    /// role: INSERT and SELECT on `public.users`, nothing else, plus its server-side timeouts.
+    /// Panics on failure (test helper).
+    pub fn apply_app_role(&self) {
+        if let Err(e) = self.try_apply_app_role() {
+            panic!(
+                "local-stack: applying sql/app-role.sql in {} failed: {e:?}",
+                self.name
+            );
+        }
+    }
+
+    /// [`TestDb::apply_app_role`] returning the error instead.
+    pub fn try_apply_app_role(&self) -> Result<()> {
+        self.try_admin_psql(&format!(
+            "\\set app_role {}\n{}",
+            self.role,
+            crate::APP_ROLE
+        ))
+        .map(drop)
+    }
+
     /// Runs SQL in this database as the superuser and returns psql's unaligned output (see
     /// [`Postgres::admin_psql`]). Panics with psql's error (test helper).
     pub fn admin_psql(&self, sql: &str) -> String {
@@ -233,22 +255,20 @@ impl TestDb {
 
     /// Changes the role's password the way a Secrets Manager rotation ends up: PostgreSQL first,
     /// then PgBouncer's auth file (reloaded), then the secret's current version.
-    /// Panics on failure (test helper); see [`TestDb::try_rotate_password`].
+    /// Panics on failure (test helper).
     pub fn rotate_password(&self, new_password: &str) {
-        if let Err(e) = self.try_rotate_password(new_password) {
+        let rotate = || -> Result<()> {
+            self.pg.set_password(&self.role, new_password)?;
+            self.bouncer.refresh_auth(&self.pg, &[&self.role])?;
+            self.moto
+                .put_secret_value(&self.secret_id, &self.secret_json(new_password))
+        };
+        if let Err(e) = rotate() {
             panic!(
                 "local-stack: rotating the password of {} failed: {e:?}",
                 self.role
             );
         }
-    }
-
-    /// [`TestDb::rotate_password`] returning the error instead.
-    pub fn try_rotate_password(&self, new_password: &str) -> Result<()> {
-        self.pg.set_password(&self.role, new_password)?;
-        self.bouncer.refresh_auth(&self.pg, &[&self.role])?;
-        self.moto
-            .put_secret_value(&self.secret_id, &self.secret_json(new_password))
     }
 
     /// Puts a new secret version with `password` and changes nothing else: a secret that no
@@ -266,18 +286,6 @@ impl TestDb {
         }
     }
 
-    /// Makes sure the secret exists with its latest value (for use after moto restarted).
-    /// [`Moto::start`] already re-creates secrets, so this is usually a no-op.
-    /// Panics on failure (test helper).
-    pub fn recreate_secret(&self) {
-        if let Err(e) = self.moto.ensure_secret(&self.secret_id) {
-            panic!(
-                "local-stack: re-creating secret {} failed: {e:?}",
-                self.secret_id
-            );
-        }
-    }
-
     /// A libpq connection string through PgBouncer with full TLS verification, for `psql`.
     /// The password is not included (pass `PGPASSWORD`).
     pub fn bouncer_conninfo(&self) -> String {
@@ -288,6 +296,29 @@ impl TestDb {
             self.role,
             self.ca_pem.display()
         )
+    }
+
+    /// The `--env-vars` file of `sam local invoke` for the function `function`: what [`TestDb::env`]
+    /// gives the function, but the CA as PEM text (`DB_CA_PEM`), since only the build artifact is
+    /// mounted in the container. Every variable the function reads is set, empty meaning unset:
+    /// this file wins over the shell's environment, which SAM would otherwise pass on (a
+    /// `DB_CA_FILE` naming a host path, say).
+    pub fn sam_env(&self, function: &str) -> serde_json::Value {
+        let ca = std::fs::read_to_string(&self.ca_pem).unwrap_or_default();
+        json!({
+            function: {
+                "DB_SECRET_ID": self.secret_id,
+                "DB_HOST": "localhost",
+                "DB_PORT": self.bouncer.port().to_string(),
+                "DB_NAME": self.name,
+                "DB_CA_FILE": "",
+                "DB_CA_PEM": ca,
+                "DB_CONNECT_TIMEOUT_MS": "",
+                "DB_STATEMENT_TIMEOUT_MS": "",
+                "DEADLINE_MARGIN_MS": "",
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.moto.endpoint(),
+            }
+        })
     }
 
     /// The environment the Lambda reads, pointing at this stack and database (`DB_SECRET_ID`,

@@ -1,6 +1,14 @@
 //! The `local-stack up` binary: env file, readiness line, and teardown on stdin EOF, SIGTERM and
 //! (through the children's parent-death signal) SIGKILL.
 
+// A test crate: its helpers panic with the reason, like the tests themselves.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -11,13 +19,12 @@ use std::time::{Duration, Instant};
 
 use common::psql;
 
-const SCHEMA: &str = "CREATE TABLE users (sub uuid PRIMARY KEY, email text NOT NULL);";
-
 struct Up {
     child: Child,
     stdin: Option<ChildStdin>,
     env: HashMap<String, String>,
     env_file: PathBuf,
+    sam_env_file: PathBuf,
     dir: PathBuf,
 }
 
@@ -25,19 +32,18 @@ struct Up {
 fn up(tag: &str, base: Option<&Path>) -> Up {
     let dir = std::env::temp_dir().join(format!("local-stack-bin-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("test dir");
-    let schema = dir.join("schema.sql");
-    std::fs::write(&schema, SCHEMA).expect("schema");
     let env_file = dir.join("env");
+    let sam_env_file = dir.join("sam-env.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_local-stack"));
     if let Some(base) = base {
         cmd.env("LOCAL_STACK_DIR", base);
     }
     let mut child = cmd
         .arg("up")
-        .arg("--schema")
-        .arg(&schema)
         .arg("--env-file")
         .arg(&env_file)
+        .arg("--sam-env-file")
+        .arg(&sam_env_file)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -60,6 +66,7 @@ fn up(tag: &str, base: Option<&Path>) -> Up {
         stdin,
         env,
         env_file,
+        sam_env_file,
         dir,
     }
 }
@@ -187,15 +194,38 @@ fn up_serves_the_app_database_and_stops_when_stdin_closes() {
     psql(
         &conninfo,
         password,
-        "INSERT INTO users VALUES (gen_random_uuid(), 'x@example.com')",
+        "INSERT INTO public.users (display_name, email, handle, cognito_user_id) \
+         VALUES ('X', 'x@example.com', 'x', 'sub-x')",
     )
     .expect("insert through PgBouncer");
+    // The role is the one sql/app-role.sql makes: INSERT and SELECT on public.users only.
+    let refused = psql(&conninfo, password, "DELETE FROM public.users").expect_err("DELETE");
+    assert!(refused.contains("permission denied"), "{refused}");
+
+    // The same configuration for `sam local invoke --env-vars`, with the CA as PEM text.
+    let sam: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&up.sam_env_file).expect("sam env file"))
+            .expect("JSON");
+    let function = &sam["PostConfirmationFunction"];
+    for key in ["DB_SECRET_ID", "DB_HOST", "DB_PORT", "DB_NAME"] {
+        assert_eq!(function[key], env[key].as_str(), "{key}");
+    }
+    assert_eq!(function["DB_CA_FILE"], "", "no host path in the container");
+    let pem = function["DB_CA_PEM"].as_str().expect("DB_CA_PEM");
+    assert_eq!(
+        pem,
+        std::fs::read_to_string(&env["DB_CA_FILE"]).expect("CA file")
+    );
+    assert_eq!(
+        function["AWS_ENDPOINT_URL_SECRETS_MANAGER"],
+        env["AWS_ENDPOINT_URL_SECRETS_MANAGER"].as_str()
+    );
     let admin = format!(
         "host={} port={} dbname=app user=postgres",
         env["PG_ADMIN_SOCKET_DIR"], env["PG_PORT"]
     );
     assert_eq!(
-        psql(&admin, "", "SELECT count(*) FROM users").expect("admin"),
+        psql(&admin, "", "SELECT count(*) FROM public.users").expect("admin"),
         "1"
     );
 
@@ -206,6 +236,7 @@ fn up_serves_the_app_database_and_stops_when_stdin_closes() {
     assert!(status.success(), "{status}");
     assert_all_die(&children, Duration::from_secs(5));
     assert!(!up.env_file.exists(), "env file is removed at teardown");
+    assert!(!up.sam_env_file.exists(), "so is the sam env file");
     assert!(
         !Path::new(&env["PG_ADMIN_SOCKET_DIR"]).exists(),
         "data dir removed"
@@ -255,11 +286,19 @@ fn children_die_with_a_killed_parent_and_its_files_are_cleaned_up_later() {
 }
 
 #[test]
-fn bad_arguments_are_refused_with_usage() {
+fn bad_arguments_are_refused_with_usage_and_help_is_not_an_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_local-stack"))
-        .args(["up", "--schema"])
+        .args(["up", "--no-such-flag"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: local-stack up"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Usage: local-stack up"), "{stderr}");
+    let help = Command::new(env!("CARGO_BIN_EXE_local-stack"))
+        .args(["up", "--help"])
+        .output()
+        .expect("run");
+    assert_eq!(help.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&help.stdout);
+    assert!(stdout.contains("--sam-env-file <FILE>"), "{stdout}");
 }

@@ -42,6 +42,8 @@ WILDCARD_RESOURCE_ACTIONS: frozenset[str] = frozenset()
 ALLOWED_MANAGED_POLICIES = frozenset({"AWSLambdaVPCAccessExecutionRole", "AWSLambdaBasicExecutionRole"})
 
 # The configuration contract (README "Configuration"); log level and format come from LoggingConfig.
+# Every one is declared, so that `sam local invoke --env-vars` can set it (SAM overrides declared
+# variables only); an empty value means unset (tests/integration/cold_start.rs proves it).
 CONTRACT_ENV = frozenset(
     {
         "DB_SECRET_ID",
@@ -49,12 +51,21 @@ CONTRACT_ENV = frozenset(
         "DB_PORT",
         "DB_NAME",
         "DB_CA_FILE",
+        "DB_CA_PEM",
         "DB_CONNECT_TIMEOUT_MS",
         "DB_STATEMENT_TIMEOUT_MS",
         "DEADLINE_MARGIN_MS",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
     }
 )
+# Set only for local runs, through --env-vars: a deployed stack must leave them empty.
+LOCAL_ONLY_ENV = frozenset({"DB_CA_PEM", "DEADLINE_MARGIN_MS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"})
 COGNITO_BUDGET_SECONDS = 5
+# The time budget (README "Time budget"; src/config.rs checks the same): a connect and an INSERT
+# at their caps, plus the deadline margin, fit in the Timeout; the INSERT's cap is at most the
+# database role's statement_timeout (sql/app-role.sql).
+DEADLINE_MARGIN_MS = 200
+ROLE_STATEMENT_TIMEOUT_MS = 3000
 LOOPBACK = "127.0.0.1/32"  # the "no egress" placeholder rule
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
@@ -222,6 +233,38 @@ def the_function(template: dict) -> tuple[str, dict] | None:
     return next(iter(functions.items())) if len(functions) == 1 else None
 
 
+def check_architecture(template: dict, name: str, architectures: Any) -> list[str]:
+    """arm64 is what deploys: literally, or through a parameter whose default is arm64 and that
+    only a local build overrides (to x86_64); samconfig.toml's deploy settings never set it."""
+    if architectures == ["arm64"]:
+        return []
+    parameter = ref_name(architectures[0]) if isinstance(architectures, list) and len(architectures) == 1 else None
+    definition = param(template, parameter)
+    if definition is None or definition.get("Default") != "arm64" or not set(definition.get("AllowedValues", [])) <= {"arm64", "x86_64"}:
+        return [f"{name}: Architectures must be [arm64], or a parameter defaulting to arm64"]
+    samconfig = tomllib.loads((REPO / "samconfig.toml").read_text())
+    overrides = samconfig.get("default", {}).get("deploy", {}).get("parameters", {}).get("parameter_overrides", [])
+    if any(str(o).startswith(f"{parameter}=") for o in as_list(overrides)):
+        return [f"samconfig.toml: the deploy settings must not override {parameter}"]
+    return []
+
+
+def check_time_budget(template: dict, name: str, timeout: Any) -> list[str]:
+    variables = the_function(template)[1].get("Properties", {}).get("Environment", {}).get("Variables", {})
+    caps = {}
+    for var in ("DB_CONNECT_TIMEOUT_MS", "DB_STATEMENT_TIMEOUT_MS"):
+        definition = param(template, ref_name(variables.get(var)))
+        if definition is None or "MaxValue" not in definition:
+            return [f"{name}: {var} must come from a parameter with a MaxValue"]
+        caps[var] = int(definition["MaxValue"])
+    problems = []
+    if caps["DB_STATEMENT_TIMEOUT_MS"] > ROLE_STATEMENT_TIMEOUT_MS:
+        problems.append(f"{name}: DB_STATEMENT_TIMEOUT_MS may exceed the role's statement_timeout ({ROLE_STATEMENT_TIMEOUT_MS} ms)")
+    if isinstance(timeout, int) and sum(caps.values()) + DEADLINE_MARGIN_MS > timeout * 1000:
+        problems.append(f"{name}: a connect and an INSERT at their caps plus the margin may outlast the {timeout} s Timeout")
+    return problems
+
+
 def check_function(template: dict) -> list[str]:
     found = the_function(template)
     if found is None:
@@ -231,8 +274,7 @@ def check_function(template: dict) -> list[str]:
     problems = []
     if props.get("Runtime") != "provided.al2023":
         problems.append(f"{name}: Runtime must be provided.al2023")
-    if props.get("Architectures") != ["arm64"]:
-        problems.append(f"{name}: Architectures must be [arm64]")
+    problems += check_architecture(template, name, props.get("Architectures"))
     if props.get("Handler") != "bootstrap":
         problems.append(f"{name}: Handler must be bootstrap")
     metadata = function.get("Metadata", {})
@@ -248,6 +290,12 @@ def check_function(template: dict) -> list[str]:
         problems.append(f"{name}: environment lacks DB_SECRET_ID")
     for unknown in sorted(set(variables) - CONTRACT_ENV):
         problems.append(f"{name}: environment variable {unknown} is not in the configuration contract")
+    for missing in sorted(CONTRACT_ENV - set(variables)):
+        problems.append(f"{name}: environment variable {missing} is not declared (sam local invoke --env-vars could not set it)")
+    for local in sorted(LOCAL_ONLY_ENV & set(variables)):
+        if variables[local] != "":
+            problems.append(f"{name}: environment variable {local} must be empty in the template (set locally through --env-vars)")
+    problems += check_time_budget(template, name, timeout)
     logging_config = props.get("LoggingConfig", {})
     if logging_config.get("LogFormat") != "JSON":
         problems.append(f"{name}: LoggingConfig.LogFormat must be JSON")
@@ -726,6 +774,37 @@ class RejectsCarelessEdits(unittest.TestCase):
         template = self.mutated()
         del first(template, "AWS::Serverless::Function")["Metadata"]["BuildProperties"]
         self.assertRejected(template, "Binary must be")
+
+    def test_architecture_defaulting_to_x86(self):
+        template = self.mutated()
+        template["Parameters"]["Architecture"]["Default"] = "x86_64"
+        self.assertRejected(template, "Architectures must be [arm64], or a parameter defaulting to arm64")
+
+    def test_architecture_literal_x86(self):
+        template = self.mutated()
+        first(template, "AWS::Serverless::Function")["Properties"]["Architectures"] = ["x86_64"]
+        self.assertRejected(template, "Architectures must be [arm64]")
+
+    def test_a_variable_the_function_reads_is_not_declared(self):
+        template = self.mutated()
+        del first(template, "AWS::Serverless::Function")["Properties"]["Environment"]["Variables"]["AWS_ENDPOINT_URL_SECRETS_MANAGER"]
+        self.assertRejected(template, "AWS_ENDPOINT_URL_SECRETS_MANAGER is not declared")
+
+    def test_a_local_only_variable_set_in_the_template(self):
+        template = self.mutated()
+        variables = first(template, "AWS::Serverless::Function")["Properties"]["Environment"]["Variables"]
+        variables["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = "http://127.0.0.1:5000"
+        self.assertRejected(template, "AWS_ENDPOINT_URL_SECRETS_MANAGER must be empty in the template")
+
+    def test_statement_cap_above_the_roles_statement_timeout(self):
+        template = self.mutated()
+        template["Parameters"]["DbStatementTimeoutMs"]["MaxValue"] = 4000
+        self.assertRejected(template, "may exceed the role's statement_timeout")
+
+    def test_caps_that_together_outlast_the_timeout(self):
+        template = self.mutated()
+        template["Parameters"]["DbConnectTimeoutMs"]["MaxValue"] = 2500
+        self.assertRejected(template, "may outlast the 4 s Timeout")
 
     def test_timeout_beyond_cognito_budget(self):
         template = self.mutated()

@@ -1,0 +1,105 @@
+# Shared by scripts/local.sh and scripts/sam-local.sh (sourced, not run): starting the local stack,
+# what each sample event must do, and the checks of an outcome and of the rows.
+#
+# Expects: the repo root as the working directory, `set -euo pipefail`, and $work (a scratch
+# directory the caller owns). Everything started here is stopped by `cleanup` (the caller's EXIT
+# trap).
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# start_stack: builds the workspace binaries, starts `local-stack up` (TLS PostgreSQL 15 with
+# sql/schema.sql and the role of sql/app-role.sql, PgBouncer, moto) and loads its environment:
+# $work/env (for cargo lambda and psql) and $work/sam-env.json (for sam local invoke --env-vars).
+start_stack() {
+  echo "==> building the function and the local stack"
+  cargo build --locked --workspace --bins
+  echo "==> starting PostgreSQL, PgBouncer and moto (log: $work/stack.log)"
+  # local-stack stops everything when its stdin closes; the fifo is held open until cleanup.
+  rm -f "$work/hold" && mkfifo "$work/hold"
+  target/debug/local-stack up --env-file "$work/env" --sam-env-file "$work/sam-env.json" \
+    <"$work/hold" >"$work/stack.log" 2>&1 &
+  local stack_pid="$!"
+  pids+=("$stack_pid")
+  exec 3>"$work/hold"
+  for _ in $(seq 1 600); do
+    grep -q '^ready' "$work/stack.log" 2>/dev/null && break
+    kill -0 "$stack_pid" 2>/dev/null || { cat "$work/stack.log"; return 1; }
+    sleep 0.1
+  done
+  grep -q '^ready' "$work/stack.log" || { echo "local stack did not start in 60 s"; cat "$work/stack.log"; return 1; }
+  set -a
+  # shellcheck disable=SC1091
+  . "$work/env"
+  set +a
+}
+
+# expected FILE: what the README says the sample event does: `ok`, or `error <errorType>`.
+expected() {
+  case "$1" in
+    sign-up-missing-email.json) echo "error InvalidUserAttributes" ;;
+    *) echo ok ;;
+  esac
+}
+
+failed=0
+# check FILE GOT OUT: compares an invocation's outcome GOT (`ok` or `error <errorType>`) and, for
+# `ok`, its output file OUT (must be the event, unchanged) with what FILE must do.
+check() {
+  local file="$1" got="$2" out="$3" want
+  want="$(expected "$file")"
+  if [ "$got" = ok ] &&
+    ! python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])) != json.load(open(sys.argv[2])))' \
+      "events/$file" "$out"; then
+    got="ok, but the returned event differs from the input"
+  fi
+  if [ "$got" = "$want" ] && [ "$got" = ok ]; then
+    echo "--> $file: ok, returned the event unchanged"
+  elif [ "$got" = "$want" ]; then
+    echo "--> $file: $got, as documented"
+  else
+    echo "--> $file: UNEXPECTED: got $got, wanted $want"
+    failed=1
+  fi
+}
+
+psql_admin() {
+  psql -X -h "$PG_ADMIN_SOCKET_DIR" -p "$PG_PORT" -U postgres -d "$DB_NAME" "$@"
+}
+
+# check_rows: prints public.users and checks it holds exactly one row per distinct sign-up with an
+# email among the samples, however often they were invoked.
+check_rows() {
+  echo "==> rows in public.users"
+  psql_admin -c 'SELECT cognito_user_id, email, handle, display_name, created_at FROM public.users ORDER BY created_at'
+  local expected_rows rows
+  expected_rows=$(python3 -c '
+import glob, json
+subs = set()
+for f in glob.glob("events/*.json"):
+    e = json.load(open(f))
+    a = e["request"]["userAttributes"]
+    if e["triggerSource"] == "PostConfirmation_ConfirmSignUp" and a.get("email"):
+        subs.add(a["sub"])
+print(len(subs))')
+  rows=$(psql_admin -At -c 'SELECT count(*) FROM public.users')
+  if [ "$rows" != "$expected_rows" ]; then
+    echo "UNEXPECTED: $rows rows, wanted $expected_rows (one per sign-up event)"
+    failed=1
+  fi
+}
+
+# run_samples: the caller's `invoke FILE` for every file in events/, sign-up.json once more (a
+# Cognito retry, which must not add a row), then the rows.
+run_samples() {
+  local event
+  for event in events/*.json; do
+    invoke "$(basename "$event")"
+  done
+  echo "--> sign-up.json again (a Cognito retry): must not add a row"
+  invoke sign-up.json
+  check_rows
+}

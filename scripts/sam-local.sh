@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Runs every sample event through the real SAM CLI, as README "Invoking with SAM locally" shows:
+# `sam build --config-env local` (x86_64; local-arm64 on an arm64 machine), then one
+# `sam local invoke --config-env local PostConfirmationFunction -e events/<file>` per event (and
+# sign-up.json twice, a Cognito retry) in Docker against the local stack, checking each outcome,
+# the returned event, that an error names no host, port or secret, and the rows.
+#
+# Usage: scripts/sam-local.sh [--stand-in-image]
+#   --stand-in-image  run the function in a stand-in for AWS's Lambda base image, built here from
+#                     Debian's packages, for machines that reach no image registry (CI). Without
+#                     it, SAM pulls AWS's own image as usual.
+# Docker: an engine that answers is used as it is; otherwise, as root, Debian's dockerd is started
+# for this run and stopped again. Fails, never skips, when there is no engine to be had.
+# The build uses the dev profile (SAM_BUILD_MODE=debug, as `cargo lambda watch` does), which builds
+# in about half the time of the release profile; the code is the same.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+stand_in=0
+for arg in "$@"; do
+  case "$arg" in
+    --stand-in-image) stand_in=1 ;;
+    *) echo "usage: scripts/sam-local.sh [--stand-in-image]" >&2; exit 2 ;;
+  esac
+done
+
+scripts/install-deps.sh --with-docker
+export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
+export SAM_CLI_TELEMETRY=0
+# moto accepts any credentials; fixed ones keep a developer's real profile out of the container.
+export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
+unset AWS_PROFILE AWS_SESSION_TOKEN
+work="$PWD/.stack"
+rm -rf "$work" && mkdir -p "$work"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+trap cleanup EXIT
+
+# --- Docker -------------------------------------------------------------------------------------
+if docker info >/dev/null 2>&1; then
+  echo "==> Docker: using the running engine"
+elif [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
+  # overlay2 starts a container in well under a second; vfs, which works on any file system
+  # (inside containers and sandboxes too), copies the whole image for each one.
+  for driver in overlay2 vfs; do
+    echo "==> Docker: starting dockerd ($driver) for this run (log: .stack/dockerd.log)"
+    dockerd --storage-driver="$driver" >"$work/dockerd.log" 2>&1 &
+    dockerd_pid="$!"
+    for _ in $(seq 1 120); do
+      docker info >/dev/null 2>&1 && break
+      kill -0 "$dockerd_pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    docker info >/dev/null 2>&1 && break
+    kill "$dockerd_pid" 2>/dev/null || true
+    wait "$dockerd_pid" 2>/dev/null || true
+  done
+  if ! docker info >/dev/null 2>&1; then
+    echo "error: dockerd did not answer within 60 s:" >&2
+    tail -n 20 "$work/dockerd.log" >&2
+    exit 1
+  fi
+  pids+=("$dockerd_pid")
+else
+  echo "error: no Docker engine answers ('docker info' fails) and this script cannot start one" \
+    "(it starts Debian's dockerd only as root); sam local invoke needs Docker" >&2
+  exit 1
+fi
+
+# SAM puts its container on Docker's bridge whatever --docker-network says; this shim gives it the
+# host's network instead, so the function reaches the stack on 127.0.0.1 (see the script).
+case "${DOCKER_HOST:-}" in
+  unix://*) docker_socket="${DOCKER_HOST#unix://}" ;;
+  "") docker_socket=/var/run/docker.sock ;;
+  *) echo "error: DOCKER_HOST=$DOCKER_HOST: only a local unix socket can be given host networking" >&2; exit 1 ;;
+esac
+scripts/docker-host-network.py "$work/docker.sock" "$docker_socket" >"$work/docker-host-network.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 50); do [ -S "$work/docker.sock" ] && break; sleep 0.1; done
+export DOCKER_HOST="unix://$work/docker.sock"
+
+image_args=()
+if [ "$stand_in" = 1 ]; then
+  # AWS's provided.al2023 image is a minimal Linux with a CA bundle; SAM adds its Runtime
+  # Interface Emulator on top of whatever image it is given.
+  image=cognito-post-confirmation-stand-in:bookworm
+  if ! docker image inspect "$image" >/dev/null 2>&1; then
+    echo "==> building the stand-in base image $image (debootstrap, about 30 s)"
+    root="$(mktemp -d)"
+    debootstrap --variant=minbase --include=ca-certificates bookworm "$root" >"$work/debootstrap.log" 2>&1 ||
+      { tail -n 20 "$work/debootstrap.log" >&2; rm -rf "$root"; exit 1; }
+    # What a function never reads: package caches and lists, documentation, translations.
+    rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/{doc,man,info,locale}
+    tar -C "$root" -c . | docker import - "$image" >/dev/null
+    rm -rf "$root"
+  fi
+  image_args=(--invoke-image "$image" --skip-pull-image)
+fi
+
+# --- build and invoke ---------------------------------------------------------------------------
+case "$(uname -m)" in
+  x86_64 | amd64) config_env=local ;;
+  aarch64 | arm64) config_env=local-arm64 ;;
+  *) echo "error: no SAM config environment for $(uname -m)" >&2; exit 1 ;;
+esac
+echo "==> sam build --config-env $config_env (log: .stack/sam-build.log)"
+SAM_BUILD_MODE=debug sam build --config-env "$config_env" >"$work/sam-build.log" 2>&1 ||
+  { tail -n 30 "$work/sam-build.log" >&2; exit 1; }
+
+start_stack
+
+# invoke FILE: one sample event through sam local invoke, checked against what it must do.
+invoke() {
+  local file="$1" got
+  if ! sam local invoke --config-env "$config_env" PostConfirmationFunction \
+    -e "events/$file" "${image_args[@]}" >"$work/out.json" 2>"$work/invoke.log"; then
+    echo "--> $file: sam local invoke failed:"
+    tail -n 20 "$work/invoke.log"
+    failed=1
+    return
+  fi
+  # The function's answer: the event, or Lambda's error object. An error's message is what Cognito
+  # shows strangers: it must name no host, port or secret of the stack.
+  got="$(python3 - "$work/out.json" "$DB_PORT" "$DB_SECRET_ID" <<'PY'
+import json, sys
+out = json.load(open(sys.argv[1]))
+if isinstance(out, dict) and "errorType" in out:
+    message = out.get("errorMessage", "")
+    leaks = [s for s in ("localhost", "127.0.0.1", sys.argv[2], "secret " + sys.argv[3]) if s in message]
+    print(f"error {out['errorType']}" + (f" whose message leaks {leaks}: {message}" if leaks else ""))
+else:
+    print("ok")
+PY
+)"
+  check "$file" "$got" "$work/out.json"
+}
+
+run_samples
+exit "$failed"
