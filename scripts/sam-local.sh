@@ -37,9 +37,17 @@ rm -rf "$work" && mkdir -p "$work"
 trap cleanup EXIT
 
 # --- Docker -------------------------------------------------------------------------------------
+# SAM puts its container on Docker's bridge whatever --docker-network says; a shim in front of the
+# engine gives it the host's network instead, so the function reaches the stack on 127.0.0.1 (see
+# scripts/docker-host-network.py). That takes a local engine.
+case "${DOCKER_HOST:-}" in
+  "") docker_socket=/var/run/docker.sock ;;
+  unix://*) docker_socket="${DOCKER_HOST#unix://}" ;;
+  *) echo "error: DOCKER_HOST=$DOCKER_HOST: only a local engine (a unix socket) can give SAM's container the host's network" >&2; exit 1 ;;
+esac
 if docker info >/dev/null 2>&1; then
   echo "==> Docker: using the running engine"
-elif [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
+elif [ -z "${DOCKER_HOST:-}" ] && [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
   # overlay2 starts a container in well under a second; vfs, which works on any file system
   # (inside containers and sandboxes too), copies the whole image for each one.
   for driver in overlay2 vfs; do
@@ -56,24 +64,16 @@ elif [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
     wait "$dockerd_pid" 2>/dev/null || true
   done
   if ! docker info >/dev/null 2>&1; then
-    echo "error: dockerd did not answer within 60 s:" >&2
+    echo "error: dockerd did not start (with overlay2 or vfs); sam local invoke needs Docker:" >&2
     tail -n 20 "$work/dockerd.log" >&2
     exit 1
   fi
   pids+=("$dockerd_pid")
 else
   echo "error: no Docker engine answers ('docker info' fails) and this script cannot start one" \
-    "(it starts Debian's dockerd only as root); sam local invoke needs Docker" >&2
+    "(it starts Debian's dockerd only as root, with DOCKER_HOST unset); sam local invoke needs Docker" >&2
   exit 1
 fi
-
-# SAM puts its container on Docker's bridge whatever --docker-network says; this shim gives it the
-# host's network instead, so the function reaches the stack on 127.0.0.1 (see the script).
-case "${DOCKER_HOST:-}" in
-  unix://*) docker_socket="${DOCKER_HOST#unix://}" ;;
-  "") docker_socket=/var/run/docker.sock ;;
-  *) echo "error: DOCKER_HOST=$DOCKER_HOST: only a local unix socket can be given host networking" >&2; exit 1 ;;
-esac
 scripts/docker-host-network.py "$work/docker.sock" "$docker_socket" >"$work/docker-host-network.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 50); do [ -S "$work/docker.sock" ] && break; sleep 0.1; done

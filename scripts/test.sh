@@ -20,6 +20,8 @@ echo "==> SAM template"
 scripts/lint-template.sh
 echo "==> end to end: scripts/local.sh (cargo lambda watch + invoke on the local stack)"
 scripts/local.sh
+echo "==> scripts/sam-local.sh fails loudly when Docker cannot be had"
+tests/scripts/sam_local_fails_loudly.sh
 echo "==> end to end: scripts/sam-local.sh (sam build + sam local invoke in Docker on the local stack)"
 # No image registry is reachable in CI: the Lambda base image is a stand-in built from Debian's
 # packages. Without --stand-in-image, SAM pulls AWS's own.

@@ -1,6 +1,7 @@
 //! Missing or invalid configuration fails the cold start of the real binary, naming the variable.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::helpers::TestApp;
 
@@ -78,4 +79,51 @@ async fn the_templates_empty_variables_count_as_unset_even_the_sdks_endpoint() {
     assert!(!output.contains("could not read"), "{output}");
     assert!(!output.contains("could not connect"), "{output}");
     assert!(!output.contains("timed out"), "{output}");
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// Cognito's 5 s cover the cold start too. After an init that waited its whole cap for a frozen
+/// Secrets Manager, the invocation it was made for ends by the init's start + 4.5 s less the
+/// margin (about 2.8 s from now), not by Lambda's 4 s from now; the next one has Lambda's 4 s.
+#[tokio::test]
+async fn the_first_invocation_gets_what_the_cold_start_left_of_cognitos_limit() {
+    let stack = local_stack::Stack::start();
+    let test = TestApp::on(&stack).await;
+    stack.moto.pause();
+    let began = std::time::Instant::now();
+    let app = test.start().await;
+    stack.moto.resume();
+    let init = began.elapsed();
+    assert!(
+        init >= Duration::from_millis(1400),
+        "the init took {init:?}"
+    );
+
+    let first = app.deadline(epoch_ms() + 4000);
+    let now = std::time::Instant::now();
+    let left = first.saturating_duration_since(now);
+    assert!(
+        // (50 ms for the moments between the test's clock and the init's own; without the cap
+        // it would be 3.8 s)
+        left <= Duration::from_millis(4350).saturating_sub(init),
+        "the first invocation may take {left:?} after a {init:?} init"
+    );
+    let warm = app.deadline(epoch_ms() + 4000);
+    assert!(
+        warm.saturating_duration_since(now) >= Duration::from_millis(3700),
+        "a warm invocation has Lambda's deadline less the margin"
+    );
+    crate::helpers::invoke(
+        &app,
+        crate::helpers::sign_up("sub-budget", "b@example.com", None, None),
+    )
+    .await
+    .expect("recorded once Secrets Manager answers");
+    assert_eq!(test.count_users(), 1);
 }
