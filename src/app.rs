@@ -1,7 +1,7 @@
 //! The state one execution environment keeps between invocations: the Secrets Manager client,
 //! the TLS configuration, the credentials and the open connection. Built once at cold start.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
@@ -30,6 +30,7 @@ pub struct App {
     /// When the cold start ran; the first invocation shares Cognito's limit with it.
     cold_start: ColdStart,
     first_invocation: AtomicBool,
+    connections_opened: AtomicU64,
 }
 
 #[derive(Default)]
@@ -76,6 +77,12 @@ impl App {
         )
     }
 
+    /// How many database connections this execution environment has opened (one, unless the
+    /// proxy or database dropped one, or a login was refused and retried).
+    pub fn connections_opened(&self) -> u64 {
+        self.connections_opened.load(Ordering::Relaxed)
+    }
+
     /// Builds the clients and, overlapping the trust store's load with the secret's fetch, warms
     /// up the connection. Reading the secret and connecting share one cap,
     /// `DB_CONNECT_TIMEOUT_MS`. Only configuration errors fail; a database or Secrets Manager
@@ -99,6 +106,7 @@ impl App {
                 ended: began,
             },
             first_invocation: AtomicBool::new(true),
+            connections_opened: AtomicU64::new(0),
         };
         match fetched {
             Ok(Ok(credentials)) => {
@@ -284,7 +292,10 @@ impl App {
         let cap = limit.saturating_duration_since(started);
         let endpoint = format!("{}:{}", credentials.host, credentials.port);
         match timeout_at(limit.into(), db::connect(credentials, &self.tls, cap)).await {
-            Ok(Ok(client)) => Ok(client),
+            Ok(Ok(client)) => {
+                self.connections_opened.fetch_add(1, Ordering::Relaxed);
+                Ok(client)
+            }
             Ok(Err(error)) => {
                 let failure = RecordError::Connect {
                     endpoint,
