@@ -369,3 +369,22 @@ fn paused_moto_accepts_connections_but_never_answers() {
     moto.create_secret("after-resume", "{}")
         .expect("works after resume");
 }
+
+/// A stack of a test's own (for tests that break it) is separate from the shared one and serves a
+/// new database with its secret. (How long it takes is the benchmark's business, not a test's.)
+#[test]
+fn a_stack_of_its_own_serves_a_new_database_and_its_secret() {
+    let stack = Stack::start();
+    assert_ne!(stack.pg.port(), Stack::shared().pg.port());
+    let db = stack.new_database(SCHEMA);
+    assert_eq!(db.admin_psql("SELECT count(*) FROM users"), "0");
+    let secret: serde_json::Value = serde_json::from_str(
+        &stack
+            .moto
+            .get_secret_value(&db.secret_id)
+            .expect("the database's secret"),
+    )
+    .expect("secret JSON");
+    assert_eq!(secret["username"], db.role.as_str());
+    assert_eq!(secret["port"], stack.bouncer.port());
+}

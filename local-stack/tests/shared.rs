@@ -54,25 +54,6 @@ fn shared_stack_is_started_once_b() {
     check_shared_once();
 }
 
-/// A stack of a test's own (for tests that break it) is separate from the shared one and serves a
-/// new database with its secret. (How long it takes is the benchmark's business, not a test's.)
-#[test]
-fn a_stack_of_its_own_serves_a_new_database_and_its_secret() {
-    let stack = Stack::start();
-    assert_ne!(stack.pg.port(), Stack::shared().pg.port());
-    let db = stack.new_database(SCHEMA);
-    assert_eq!(db.admin_psql("SELECT count(*) FROM users"), "0");
-    let secret: serde_json::Value = serde_json::from_str(
-        &stack
-            .moto
-            .get_secret_value(&db.secret_id)
-            .expect("the database's secret"),
-    )
-    .expect("secret JSON");
-    assert_eq!(secret["username"], db.role.as_str());
-    assert_eq!(secret["port"], stack.bouncer.port());
-}
-
 fn tls_connector(ca_pem: &std::path::Path) -> tokio_postgres_rustls::MakeRustlsConnect {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
