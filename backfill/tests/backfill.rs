@@ -38,23 +38,12 @@ struct Population {
     no_email: Vec<String>,
 }
 
-async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_cognitoidentityprovider::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await
-}
-
 impl World {
     async fn new() -> World {
         let stack = Stack::shared();
         let db = stack.new_database(local_stack::SCHEMA);
         db.apply_app_role();
-        let cognito = Cognito::new(&sdk(&stack.moto.endpoint()).await);
+        let cognito = Cognito::new(&local_stack::kit::sdk_config(&stack.moto.endpoint()).await);
         let pool = cognito
             .create_user_pool()
             .pool_name(&db.name)
@@ -217,20 +206,18 @@ impl World {
             env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
         })
         .expect("config");
-        App::init(config, &sdk(&self.stack.moto.endpoint()).await)
-            .await
-            .expect("cold start")
+        App::init(
+            config,
+            &local_stack::kit::sdk_config(&self.stack.moto.endpoint()).await,
+        )
+        .await
+        .expect("cold start")
     }
 }
 
 /// A PostConfirmation event for a user as Cognito would send it.
 fn sign_up_event(username: &str, attributes: &HashMap<String, String>) -> serde_json::Value {
-    serde_json::json!({
-        "version": "1", "region": "us-east-1", "userPoolId": "us-east-1_x", "userName": username,
-        "callerContext": {"awsSdkVersion": "aws-sdk-unknown-unknown", "clientId": "c"},
-        "triggerSource": "PostConfirmation_ConfirmSignUp",
-        "request": {"userAttributes": attributes}, "response": {}
-    })
+    local_stack::kit::sign_up_event(username, serde_json::json!(attributes))
 }
 
 mod lambda_context {

@@ -23,8 +23,6 @@ use runtime_api::RuntimeApi;
 use serde_json::{Value, json};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-const EVENT: &str = include_str!("../../events/sign-up.json");
-
 struct Args {
     bootstrap: PathBuf,
     arm64_bootstrap: Option<PathBuf>,
@@ -60,12 +58,11 @@ fn args() -> Args {
 
 /// A distinct sign-up event for user number `n` of a `kind` of measurement.
 fn event(kind: &str, n: usize) -> Value {
-    let mut event: Value = serde_json::from_str(EVENT).expect("events/sign-up.json");
     let sub = format!("{kind}-{n}-{}", std::process::id());
-    event["userName"] = json!(sub);
-    event["request"]["userAttributes"]["sub"] = json!(sub);
-    event["request"]["userAttributes"]["email"] = json!(format!("{sub}@example.com"));
-    event
+    local_stack::kit::sign_up_event(
+        &sub,
+        json!({"sub": sub, "email": format!("{sub}@example.com"), "name": "Ada Lovelace"}),
+    )
 }
 
 fn user(kind: &str, n: usize) -> NewUser {
@@ -150,14 +147,7 @@ async fn main() {
     let limit = Duration::from_secs(10);
 
     // Baseline pieces of a cold start: one Secrets Manager read (moto) through the AWS SDK.
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(stack.moto.endpoint())
-        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-            "test", "test", None, None, "bench",
-        ))
-        .load()
-        .await;
+    let sdk = local_stack::kit::sdk_config(&stack.moto.endpoint()).await;
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let mut secret_fetch = Samples::default();
     for i in 0..21 {

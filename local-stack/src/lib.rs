@@ -29,6 +29,7 @@
 
 mod certs;
 mod error;
+pub mod kit;
 mod moto;
 mod pgbouncer;
 mod postgres;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::certs::Certs;
 use crate::error::{Context, Error, Result};
-use crate::postgres::Postgres;
+use crate::postgres::{Postgres, quote_ident};
 use crate::process::{
     InstanceDir, Supervised, as_service_user, lock, log_tail, on_free_port, spawn_ready,
     write_service_file,
@@ -214,7 +214,7 @@ impl PgBouncer {
         }
         let text: String = users
             .iter()
-            .map(|(role, verifier)| format!("{} {}\n", quote(role), quote(verifier)))
+            .map(|(role, verifier)| format!("{} {}\n", quote_ident(role), quote_ident(verifier)))
             .collect();
         write_service_file(&self.auth_file, text.as_bytes(), 0o600)?;
         self.reload()
@@ -275,9 +275,4 @@ fn spawn_bouncer(dir: &Path, ini: &Path, port: u16, log: &Path) -> Result<Child>
         START_TIMEOUT,
         || TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok(),
     )
-}
-
-/// An auth-file field: double quotes, embedded ones doubled.
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }

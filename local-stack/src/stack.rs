@@ -286,6 +286,12 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` as the application role through PgBouncer over verified TLS, as the function
+    /// connects. Ok(stdout) or Err(stderr).
+    pub fn psql_as_app(&self, sql: &str) -> std::result::Result<String, String> {
+        crate::kit::psql(&self.bouncer_conninfo(), &self.app_password, sql)
+    }
+
     /// A libpq connection string through PgBouncer with full TLS verification, for `psql`.
     /// The password is not included (pass `PGPASSWORD`).
     pub fn bouncer_conninfo(&self) -> String {

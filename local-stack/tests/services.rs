@@ -13,7 +13,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{SCHEMA, assert_err_contains, psql};
+use common::{SCHEMA, assert_err_contains};
+use local_stack::kit::psql;
 use local_stack::{Certs, Moto, PgBouncerOptions, Postgres, Stack, StackOptions};
 
 fn temp_certs(tag: &str) -> Certs {

@@ -128,16 +128,7 @@ async fn the_database_down_behind_a_live_proxy_times_out_inside_the_deadline() {
 fn wait_until_reachable_through_the_proxy(test: &TestApp<'_>) {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
-        let status = Command::new("psql")
-            .arg(test.db.bouncer_conninfo())
-            .args(["-X", "-q", "-c", "SELECT 1"])
-            .env("PGPASSWORD", &test.db.app_password)
-            .env("PGCONNECT_TIMEOUT", "2")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("psql");
-        if status.success() {
+        if test.db.psql_as_app("SELECT 1").is_ok() {
             return;
         }
         assert!(

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_secretsmanager::config::Credentials as AwsCredentials;
+use aws_config::SdkConfig;
 use cognito_post_confirmation::handler::{self, Failure};
 use cognito_post_confirmation::{App, Config};
 use lambda_runtime::{Context, LambdaEvent};
@@ -36,7 +35,7 @@ impl<'s> TestApp<'s> {
         let db = stack.new_database(SCHEMA);
         // The function logs in as a role with exactly the rights sql/app-role.sql grants.
         db.apply_app_role();
-        let sdk = sdk_config(&stack.moto.endpoint()).await;
+        let sdk = local_stack::kit::sdk_config(&stack.moto.endpoint()).await;
         TestApp { stack, db, sdk }
     }
 
@@ -85,15 +84,6 @@ pub fn config_from(env: &HashMap<&'static str, String>) -> Config {
     Config::from_lookup(|name| env.get(name).cloned()).expect("valid test configuration")
 }
 
-pub async fn sdk_config(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(AwsCredentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await
-}
-
 /// Invokes the handler as the Lambda runtime would, with Cognito's 5-second deadline.
 pub async fn invoke(app: &App, event: Value) -> Result<Value, Failure> {
     invoke_with_deadline(app, event, Duration::from_secs(5)).await
@@ -129,24 +119,14 @@ pub fn sign_up(
     preferred_username: Option<&str>,
     name: Option<&str>,
 ) -> Value {
-    let mut event = event_file("sign-up.json");
-    let attributes = &mut event["request"]["userAttributes"];
-    attributes["sub"] = sub.into();
-    attributes["email"] = email.into();
-    match preferred_username {
-        Some(handle) => attributes["preferred_username"] = handle.into(),
-        None => drop(
-            attributes
-                .as_object_mut()
-                .map(|a| a.remove("preferred_username")),
-        ),
+    let mut attributes = serde_json::json!({"sub": sub, "email": email, "email_verified": "true"});
+    if let Some(handle) = preferred_username {
+        attributes["preferred_username"] = handle.into();
     }
-    match name {
-        Some(name) => attributes["name"] = name.into(),
-        None => drop(attributes.as_object_mut().map(|a| a.remove("name"))),
+    if let Some(name) = name {
+        attributes["name"] = name.into();
     }
-    event["userName"] = format!("user-{sub}").into();
-    event
+    local_stack::kit::sign_up_event(&format!("user-{sub}"), attributes)
 }
 
 /// A process-unique suffix.

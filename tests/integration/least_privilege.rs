@@ -1,24 +1,7 @@
 //! The function runs as the role `sql/app-role.sql` makes (every integration test does), and that
 //! role can insert into and read `public.users` but do nothing else.
 
-use std::process::Command;
-
 use crate::helpers::{TestApp, invoke, sign_up, unique};
-
-/// Runs `sql` as the application role through PgBouncer over verified TLS; Err(stderr) on failure.
-fn as_app_role(test: &TestApp<'_>, sql: &str) -> Result<String, String> {
-    let output = Command::new("psql")
-        .arg(test.db.bouncer_conninfo())
-        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGPASSWORD", &test.db.app_password)
-        .output()
-        .expect("psql");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
 
 #[tokio::test]
 async fn the_function_role_can_insert_and_read_users_and_nothing_else() {
@@ -30,7 +13,9 @@ async fn the_function_role_can_insert_and_read_users_and_nothing_else() {
         .await
         .expect("the function inserts as the least-privilege role");
     assert_eq!(
-        as_app_role(&test, "SELECT count(*) FROM public.users").as_deref(),
+        test.db
+            .psql_as_app("SELECT count(*) FROM public.users")
+            .as_deref(),
         Ok("1")
     );
 
@@ -46,7 +31,7 @@ async fn the_function_role_can_insert_and_read_users_and_nothing_else() {
         "CREATE ROLE intruder",
         "CREATE DATABASE intruder",
     ] {
-        let error = as_app_role(&test, sql).expect_err(sql);
+        let error = test.db.psql_as_app(sql).expect_err(sql);
         assert!(
             error.contains("permission denied") || error.contains("must be owner"),
             "{sql}: {error}"

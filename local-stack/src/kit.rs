@@ -1,0 +1,67 @@
+//! The test kit shared by the function's tests, the backfill's tests and the benchmark: sample
+//! events, the AWS SDK pointed at the local stack, and `psql` as a client would run it.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// events/sign-up.json: the sample every generated sign-up is made from.
+pub const SIGN_UP_EVENT: &str = include_str!("../../events/sign-up.json");
+
+/// A sign-up confirmation like events/sign-up.json, for `user_name` with exactly `attributes`
+/// (a JSON object of strings).
+pub fn sign_up_event(user_name: &str, attributes: Value) -> Value {
+    let mut event: Value = serde_json::from_str(SIGN_UP_EVENT).expect("events/sign-up.json");
+    event["userName"] = user_name.into();
+    event["request"]["userAttributes"] = attributes;
+    event
+}
+
+/// The AWS SDK configuration for the local stack's moto at `endpoint`: region `us-east-1`, fixed
+/// test credentials, nothing read from the developer's profile or environment.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "local-stack",
+        ))
+        .load()
+        .await
+}
+
+/// Runs `sql` with `psql` against `conninfo` (a libpq connection string) with `password`, with
+/// none of the developer's `PG*` variables. Ok(stdout, trimmed) or Err(stderr). Connection
+/// attempts give up after 5 s.
+pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
+    let mut cmd = Command::new("psql");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .args([
+            conninfo,
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
