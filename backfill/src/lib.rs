@@ -18,17 +18,6 @@ use cognito_post_confirmation::user::NewUser;
 use tokio_postgres::types::Type;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// What to do; see `cognito-backfill --help`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
-    pub user_pool_id: String,
-    pub dry_run: bool,
-    /// Cognito user statuses to record (default: [`CONFIRMED_STATUSES`]).
-    pub statuses: Vec<String>,
-    /// `ListUsers` page size, 1 to 60.
-    pub page_size: i32,
-}
-
 /// The statuses of users who have confirmed their account, recorded by default:
 /// - `CONFIRMED`;
 /// - `RESET_REQUIRED`: confirmed, but must reset the password before the next sign-in;
@@ -45,61 +34,59 @@ pub const CONFIRMED_STATUSES: &[&str] = &[
     "COMPROMISED",
 ];
 
-pub const USAGE: &str =
-    "usage: cognito-backfill --user-pool-id ID [--dry-run] [--status STATUS]... [--page-size 1-60]
+/// Records every user of the pool who has confirmed the account and has no row in public.users,
+/// exactly as the PostConfirmation trigger would have. Database settings come from the same
+/// environment as the function (DB_SECRET_ID, DB_HOST, DB_PORT, DB_NAME, DB_CA_FILE, DB_CA_PEM).
+/// Exits 1 if any user failed, 2 if the run could not start or the pool could not be listed.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
+#[command(name = "cognito-backfill")]
+pub struct Options {
+    /// The user pool to read (`ListUsers`).
+    #[arg(long, value_name = "ID", value_parser = not_blank)]
+    pub user_pool_id: String,
+    /// Report what would be inserted; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Record users with this Cognito status (repeatable; replaces the default: CONFIRMED,
+    /// RESET_REQUIRED, EXTERNAL_PROVIDER, COMPROMISED).
+    #[arg(long = "status", value_name = "STATUS", value_parser = status)]
+    pub statuses: Vec<String>,
+    /// `ListUsers` page size.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=60))]
+    pub page_size: i32,
+}
 
-Records every user of the pool who has confirmed the account (status CONFIRMED, RESET_REQUIRED,
-EXTERNAL_PROVIDER or COMPROMISED; or each --status given instead) and who has no row in
-public.users, exactly as the PostConfirmation trigger would have. --status takes one of Cognito's
-statuses: ARCHIVED, COMPROMISED, CONFIRMED, EXTERNAL_PROVIDER, FORCE_CHANGE_PASSWORD,
-RESET_REQUIRED, UNCONFIRMED, UNKNOWN. Database settings come from the same environment as the
-function (DB_SECRET_ID, DB_HOST, DB_PORT, DB_NAME, DB_CA_FILE, DB_CA_PEM).
-Exits 1 if any user failed, 2 if the run could not start or the pool could not be listed.";
+fn not_blank(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(value.to_owned())
+}
 
-/// Parses the command line (without the program name).
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
-    let mut user_pool_id = None;
-    let mut dry_run = false;
-    let mut statuses = Vec::new();
-    let mut page_size = 60;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
-        match arg.as_str() {
-            "--user-pool-id" => user_pool_id = Some(value("--user-pool-id")?),
-            "--dry-run" => dry_run = true,
-            "--status" => {
-                let status = value("--status")?.to_ascii_uppercase();
-                if !UserStatusType::values().contains(&status.as_str()) {
-                    return Err(format!(
-                        "unknown --status `{status}`; Cognito's statuses are {}",
-                        UserStatusType::values().join(", ")
-                    ));
-                }
-                statuses.push(status);
-            }
-            "--page-size" => {
-                page_size = value("--page-size")?
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=60).contains(n))
-                    .ok_or("--page-size must be a number from 1 to 60")?;
-            }
-            other => return Err(format!("unknown argument `{other}`")),
-        }
+/// One of Cognito's user statuses, in any case; a typo lists them.
+fn status(value: &str) -> Result<String, String> {
+    let status = value.to_ascii_uppercase();
+    if UserStatusType::values().contains(&status.as_str()) {
+        Ok(status)
+    } else {
+        Err(format!(
+            "unknown status; Cognito's statuses are {}",
+            UserStatusType::values().join(", ")
+        ))
     }
-    let user_pool_id = user_pool_id
-        .filter(|id| !id.trim().is_empty())
-        .ok_or("--user-pool-id is required")?;
-    if statuses.is_empty() {
-        statuses = CONFIRMED_STATUSES.iter().map(|s| (*s).to_owned()).collect();
+}
+
+/// Parses the command line (with the program name first), filling in the default statuses.
+pub fn parse_args<I, T>(args: I) -> Result<Options, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut options = <Options as clap::Parser>::try_parse_from(args)?;
+    if options.statuses.is_empty() {
+        options.statuses = CONFIRMED_STATUSES.iter().map(|s| (*s).to_owned()).collect();
     }
-    Ok(Options {
-        user_pool_id,
-        dry_run,
-        statuses,
-        page_size,
-    })
+    Ok(options)
 }
 
 /// The counts of a run.
@@ -315,7 +302,7 @@ mod tests {
     use super::*;
 
     fn args(list: &[&str]) -> Result<Options, String> {
-        parse_args(list.iter().map(|s| s.to_string()))
+        parse_args(std::iter::once(&"cognito-backfill").chain(list)).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -379,16 +366,23 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused_with_a_reason() {
         for (list, reason) in [
-            (&[][..], "--user-pool-id is required"),
-            (&["--user-pool-id"][..], "needs a value"),
-            (&["--user-pool-id", "p", "--page-size", "61"][..], "1 to 60"),
-            (&["--user-pool-id", "p", "--page-size", "x"][..], "1 to 60"),
-            (&["--user-pool-id", "p", "--nope"][..], "unknown argument"),
+            (&[][..], "--user-pool-id <ID>"),
+            (&["--user-pool-id"][..], "a value is required"),
+            (&["--user-pool-id", " "][..], "must not be empty"),
+            (&["--user-pool-id", "p", "--page-size", "61"][..], "1..=60"),
+            (
+                &["--user-pool-id", "p", "--page-size", "x"][..],
+                "invalid digit",
+            ),
+            (
+                &["--user-pool-id", "p", "--nope"][..],
+                "unexpected argument '--nope'",
+            ),
             (
                 &["--user-pool-id", "p", "--status", "CONFIRMD"][..],
-                "unknown --status `CONFIRMD`; Cognito's statuses are ARCHIVED, COMPROMISED, \
-                 CONFIRMED, EXTERNAL_PROVIDER, FORCE_CHANGE_PASSWORD, RESET_REQUIRED, \
-                 UNCONFIRMED, UNKNOWN",
+                "invalid value 'CONFIRMD' for '--status <STATUS>': unknown status; Cognito's \
+                 statuses are ARCHIVED, COMPROMISED, CONFIRMED, EXTERNAL_PROVIDER, \
+                 FORCE_CHANGE_PASSWORD, RESET_REQUIRED, UNCONFIRMED, UNKNOWN",
             ),
         ] {
             let error = args(list).unwrap_err();

@@ -3,24 +3,14 @@
 use std::process::ExitCode;
 
 use aws_config::retry::RetryConfig;
-use cognito_backfill::{Database, Fatal, Options, USAGE, parse_args, run};
+use cognito_backfill::{Database, Fatal, Options, parse_args, run};
 use cognito_post_confirmation::{Config, credentials, tls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let options = match parse_args(args) {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("cognito-backfill: {error}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Usage errors exit 2 with the usage; --help prints it and exits 0 (clap).
+    let options = parse_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
     match backfill(&options).await {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),

@@ -450,7 +450,7 @@ async fn bad_arguments_exit_2_with_usage() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("--page-size must be a number from 1 to 60") && stderr.contains("usage:"),
+        stderr.contains("500 is not in 1..=60") && stderr.contains("try '--help'"),
         "{stderr}"
     );
     assert_eq!(world.rows(), 0);
@@ -459,9 +459,24 @@ async fn bad_arguments_exit_2_with_usage() {
     assert_eq!(typo.status.code(), Some(2), "{typo:?}");
     let stderr = String::from_utf8_lossy(&typo.stderr);
     assert!(
-        stderr
-            .contains("unknown --status `CONFIRMD`; Cognito's statuses are ARCHIVED, COMPROMISED,"),
+        stderr.contains(
+            "invalid value 'CONFIRMD' for '--status <STATUS>': unknown status; Cognito's statuses \
+             are ARCHIVED, COMPROMISED,"
+        ),
         "{stderr}"
     );
     assert_eq!(world.rows(), 0);
+}
+
+/// `--help` behaves as in the other tools (clap): the usage on standard output, exit 0.
+#[test]
+fn help_prints_the_usage_and_succeeds() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cognito-backfill"))
+        .arg("--help")
+        .output()
+        .expect("cognito-backfill runs");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains("Usage: cognito-backfill"), "{text}");
+    assert!(text.contains("--status <STATUS>"), "{text}");
 }

@@ -23,37 +23,26 @@ use runtime_api::RuntimeApi;
 use serde_json::{Value, json};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// Measures the function's cold start, warm latency, memory and size against same-run baselines
+/// (see bench/run.sh, which builds what it needs and passes the paths).
+#[derive(clap::Parser)]
+#[command(name = "bench")]
 struct Args {
+    /// The release bootstrap for this machine.
+    #[arg(long, default_value = "target/release/cognito-post-confirmation")]
     bootstrap: PathBuf,
+    /// The arm64 bootstrap as deployed, whose size is reported.
+    #[arg(long)]
     arm64_bootstrap: Option<PathBuf>,
+    /// Warm invocations to measure.
+    #[arg(long, default_value_t = 1000)]
     warm: usize,
+    /// Cold starts to measure.
+    #[arg(long, default_value_t = 15)]
     cold: usize,
+    /// Connect-per-insert baseline samples.
+    #[arg(long, default_value_t = 200)]
     connect_per_insert: usize,
-}
-
-fn args() -> Args {
-    let mut args = Args {
-        bootstrap: PathBuf::from("target/release/cognito-post-confirmation"),
-        arm64_bootstrap: None,
-        warm: 1000,
-        cold: 15,
-        connect_per_insert: 200,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--bootstrap" => args.bootstrap = value.into(),
-            "--arm64-bootstrap" => args.arm64_bootstrap = Some(value.into()),
-            "--warm" => args.warm = value.parse().expect("--warm N"),
-            "--cold" => args.cold = value.parse().expect("--cold N"),
-            "--connect-per-insert" => {
-                args.connect_per_insert = value.parse().expect("--connect-per-insert N")
-            }
-            _ => panic!("unknown flag {flag}"),
-        }
-    }
-    args
 }
 
 /// A distinct sign-up event for user number `n` of a `kind` of measurement.
@@ -131,7 +120,7 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     let started = Instant::now();
     let stack = Stack::start();
     let db = stack.new_database(local_stack::SCHEMA);
