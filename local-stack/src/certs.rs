@@ -9,7 +9,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::error::{Context, Error, Result};
+use anyhow::{Context, Result};
 
 /// PEM files of a fresh CA and a server certificate it signed.
 ///
@@ -63,10 +63,9 @@ impl Certs {
             let cert = server.signed_by(&key, &issuer)?;
             Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
         };
-        let (ca_pem, cert_pem, key_pem) =
-            build().map_err(|e| Error::with_source("generate test certificates", e))?;
+        let (ca_pem, cert_pem, key_pem) = build().context("generate test certificates")?;
 
-        fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let certs = Certs {
             dir: dir.to_path_buf(),
             ca_pem: dir.join("ca.pem"),
@@ -78,9 +77,9 @@ impl Certs {
             (&certs.server_cert, &cert_pem, 0o644),
             (&certs.server_key, &key_pem, 0o600),
         ] {
-            fs::write(path, contents).context(|| format!("write {}", path.display()))?;
+            fs::write(path, contents).with_context(|| format!("write {}", path.display()))?;
             fs::set_permissions(path, fs::Permissions::from_mode(mode))
-                .context(|| format!("chmod {}", path.display()))?;
+                .with_context(|| format!("chmod {}", path.display()))?;
         }
         Ok(certs)
     }

@@ -28,7 +28,6 @@
 )]
 
 mod certs;
-mod error;
 pub mod kit;
 mod moto;
 mod pgbouncer;
@@ -36,8 +35,8 @@ mod postgres;
 mod process;
 mod stack;
 
+pub use anyhow::{Error, Result};
 pub use certs::Certs;
-pub use error::{Error, Result};
 pub use moto::Moto;
 pub use pgbouncer::{PgBouncer, PgBouncerOptions};
 pub use postgres::Postgres;

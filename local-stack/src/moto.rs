@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::error::{Context, Error, Result};
 use crate::process::{
     InstanceDir, Supervised, lock, on_free_port, spawn_ready, write_service_file,
 };
+use anyhow::{Context, Result, anyhow};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,7 +89,7 @@ impl Moto {
         answer["ARN"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| Error::msg(format!("CreateSecret answered without an ARN: {answer}")))
+            .ok_or_else(|| anyhow!(format!("CreateSecret answered without an ARN: {answer}")))
     }
 
     /// `PutSecretValue`: a new current version (`AWSCURRENT`) of an existing secret.
@@ -114,7 +114,7 @@ impl Moto {
         answer["SecretString"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| Error::msg(format!("GetSecretValue without SecretString: {answer}")))
+            .ok_or_else(|| anyhow!(format!("GetSecretValue without SecretString: {answer}")))
     }
 
     /// One Secrets Manager JSON call (`X-Amz-Target: secretsmanager.<action>`). Errors carry the
@@ -149,7 +149,7 @@ impl Moto {
         let secrets = lock(&self.secrets).clone();
         for (name, value) in secrets {
             self.create_secret_unrecorded(&name, &value)
-                .context(|| format!("re-create secret {name} after restart"))?;
+                .with_context(|| format!("re-create secret {name} after restart"))?;
         }
         Ok(())
     }
@@ -202,7 +202,7 @@ fn spawn_moto(dir: &Path, port: u16, log: &Path) -> Result<Child> {
         START_TIMEOUT,
         || secretsmanager_call(port, "ListSecrets", &json!({})).is_ok(),
     )
-    .context(|| {
+    .with_context(|| {
         format!(
             "start {} (run scripts/install-deps.sh, or set MOTO_SERVER)",
             bin.display()
@@ -237,25 +237,29 @@ fn secretsmanager_call(port: u16, action: &str, body: &Value) -> Result<Value> {
         len = body.len(),
     );
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).context(what)?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).context(what)?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT)).context(what)?;
-    stream.write_all(request.as_bytes()).context(what)?;
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).with_context(what)?;
+    stream
+        .set_read_timeout(Some(HTTP_TIMEOUT))
+        .with_context(what)?;
+    stream
+        .set_write_timeout(Some(HTTP_TIMEOUT))
+        .with_context(what)?;
+    stream.write_all(request.as_bytes()).with_context(what)?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).context(what)?;
+    stream.read_to_end(&mut response).with_context(what)?;
     let response = String::from_utf8_lossy(&response);
     let (head, payload) = response
         .split_once("\r\n\r\n")
-        .ok_or_else(|| Error::msg(format!("{}: malformed HTTP response", what())))?;
+        .ok_or_else(|| anyhow!(format!("{}: malformed HTTP response", what())))?;
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::msg(format!("{}: no HTTP status in {head:?}", what())))?;
+        .ok_or_else(|| anyhow!(format!("{}: no HTTP status in {head:?}", what())))?;
     if status != 200 {
-        return Err(Error::msg(format!("{}: HTTP {status}: {payload}", what())));
+        return Err(anyhow!(format!("{}: HTTP {status}: {payload}", what())));
     }
-    serde_json::from_str(payload).context(|| format!("{}: response is not JSON", what()))
+    serde_json::from_str(payload).with_context(|| format!("{}: response is not JSON", what()))
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::certs::Certs;
-use crate::error::{Context, Error, Result};
 use crate::postgres::{Postgres, quote_ident};
 use crate::process::{
     InstanceDir, Supervised, as_service_user, lock, log_tail, on_free_port, spawn_ready,
     write_service_file,
 };
+use anyhow::{Context, Result, anyhow};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,7 +101,7 @@ impl PgBouncer {
             (&certs.server_key, &key, 0o600),
             (&certs.ca_pem, &ca, 0o644),
         ] {
-            let bytes = fs::read(from).context(|| format!("read {}", from.display()))?;
+            let bytes = fs::read(from).with_context(|| format!("read {}", from.display()))?;
             write_service_file(to, &bytes, mode)?;
         }
         write_service_file(&auth_file, b"", 0o600)?;
@@ -237,7 +237,7 @@ impl PgBouncer {
         let deadline = Instant::now() + RELOAD_TIMEOUT;
         while count() <= before {
             if Instant::now() > deadline {
-                return Err(Error::msg(format!(
+                return Err(anyhow!(format!(
                     "pgbouncer did not reload within {RELOAD_TIMEOUT:?}{}",
                     log_tail(&self.log)
                 )));

@@ -6,10 +6,10 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::certs::Certs;
-use crate::error::{Context, Error, Result};
 use crate::process::{
     InstanceDir, Supervised, as_service_user, on_free_port, run, spawn_ready, write_service_file,
 };
+use anyhow::{Context, Result, anyhow};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -78,7 +78,7 @@ impl Postgres {
             ])
             .current_dir(dir.path());
         as_service_user(&mut initdb)?;
-        run(initdb, None, Duration::from_secs(120)).context(|| {
+        run(initdb, None, Duration::from_secs(120)).with_context(|| {
             "initdb failed (is PostgreSQL 15 installed? scripts/install-deps.sh)".to_owned()
         })?;
 
@@ -119,8 +119,8 @@ impl Postgres {
             hba.push_str("host all all 127.0.0.1/32 scram-sha-256\n");
         }
         let conf_path = data_dir.join("postgresql.conf");
-        let mut full =
-            fs::read_to_string(&conf_path).context(|| format!("read {}", conf_path.display()))?;
+        let mut full = fs::read_to_string(&conf_path)
+            .with_context(|| format!("read {}", conf_path.display()))?;
         full.push_str(&conf);
         write_service_file(&conf_path, full.as_bytes(), 0o600)?;
         write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
@@ -192,7 +192,7 @@ impl Postgres {
             .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-At", "-f", "-"]);
         as_service_user(&mut cmd)?;
         let out = run(cmd, Some(sql), PSQL_TIMEOUT)
-            .context(|| format!("psql as postgres in database {db}"))?;
+            .with_context(|| format!("psql as postgres in database {db}"))?;
         Ok(out.trim_end_matches('\n').to_owned())
     }
 
@@ -245,7 +245,7 @@ impl Postgres {
         if verifier.starts_with("SCRAM-SHA-256$") {
             Ok(verifier.to_owned())
         } else {
-            Err(Error::msg(format!(
+            Err(anyhow!(format!(
                 "role {role:?} has no SCRAM verifier (got {:?})",
                 verifier.get(..14).unwrap_or(verifier)
             )))
@@ -297,7 +297,7 @@ fn spawn_server(dir: &Path, data_dir: &Path, port: u16, log: &Path) -> Result<Ch
 }
 
 fn copy_for_service(from: &Path, to: &Path, mode: u32) -> Result<()> {
-    let bytes = fs::read(from).context(|| format!("read {}", from.display()))?;
+    let bytes = fs::read(from).with_context(|| format!("read {}", from.display()))?;
     write_service_file(to, &bytes, mode)
 }
 

@@ -29,7 +29,7 @@ use std::sync::{Mutex, MutexGuard, Once, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::error::{Context, Error, Result};
+use anyhow::{Context, Result, anyhow};
 
 /// The OS user that runs PostgreSQL and PgBouncer (both refuse to run as root).
 #[derive(Clone, Copy, Debug)]
@@ -54,7 +54,7 @@ pub(crate) fn service_user() -> Result<Option<ServiceUser>> {
         })
     })
     .clone()
-    .map_err(Error::msg)
+    .map_err(|e| anyhow!(e))
 }
 
 fn lookup_user(name: &str) -> Result<ServiceUser, String> {
@@ -99,7 +99,7 @@ pub(crate) fn as_service_user(cmd: &mut Command) -> Result<&mut Command> {
 pub(crate) fn give_to_service_user(path: &Path) -> Result<()> {
     if let Some(user) = service_user()? {
         std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-            .context(|| format!("chown {} to the postgres user", path.display()))?;
+            .with_context(|| format!("chown {} to the postgres user", path.display()))?;
     }
     Ok(())
 }
@@ -116,15 +116,15 @@ pub(crate) fn write_service_file(path: &Path, contents: &[u8], mode: u32) -> Res
         .create_new(true)
         .mode(mode)
         .open(&tmp)
-        .context(|| format!("create {}", tmp.display()))?;
+        .with_context(|| format!("create {}", tmp.display()))?;
     file.write_all(contents)
-        .context(|| format!("write {}", tmp.display()))?;
+        .with_context(|| format!("write {}", tmp.display()))?;
     drop(file);
     // The umask may have narrowed the mode; set it exactly.
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-        .context(|| format!("chmod {}", tmp.display()))?;
+        .with_context(|| format!("chmod {}", tmp.display()))?;
     give_to_service_user(&tmp)?;
-    fs::rename(&tmp, path).context(|| format!("rename {} into place", tmp.display()))
+    fs::rename(&tmp, path).with_context(|| format!("rename {} into place", tmp.display()))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -161,10 +161,10 @@ fn spawn_supervised(mut cmd: Command, death_signal: libc::c_int, log: &Path) -> 
         .create(true)
         .append(true)
         .open(log)
-        .context(|| format!("open log file {}", log.display()))?;
+        .with_context(|| format!("open log file {}", log.display()))?;
     let err = out
         .try_clone()
-        .context(|| format!("dup log file {}", log.display()))?;
+        .with_context(|| format!("dup log file {}", log.display()))?;
     cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -200,11 +200,11 @@ fn spawn_supervised(mut cmd: Command, death_signal: libc::c_int, log: &Path) -> 
     let (reply, answer) = mpsc::channel();
     spawner()
         .send(SpawnRequest { cmd, reply })
-        .map_err(|_| Error::msg("local-stack spawner thread is gone"))?;
+        .map_err(|_| anyhow!("local-stack spawner thread is gone"))?;
     answer
         .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| Error::msg("local-stack spawner thread did not answer within 30 s"))?
-        .context(|| format!("spawn {program}"))
+        .map_err(|_| anyhow!("local-stack spawner thread did not answer within 30 s"))?
+        .with_context(|| format!("spawn {program}"))
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not break every later test).
@@ -325,7 +325,7 @@ pub(crate) fn spawn_ready(
         thread::sleep(Duration::from_millis(25));
     };
     stop_child(&mut child, death_signal, Duration::from_secs(5));
-    Err(Error::msg(format!("{failure}{}", log_tail(log))))
+    Err(anyhow!(format!("{failure}{}", log_tail(log))))
 }
 
 /// Runs `start` with a free port, retrying with another port (three tries in all) when the
@@ -378,7 +378,7 @@ pub(crate) fn run(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> R
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context(|| format!("spawn {shown}"))?;
+    let mut child = cmd.spawn().with_context(|| format!("spawn {shown}"))?;
     let writer = child.stdin.take().map(|mut pipe| {
         let input = stdin.unwrap_or_default().to_owned();
         thread::spawn(move || {
@@ -398,13 +398,16 @@ pub(crate) fn run(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> R
     let err = reader(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = child.try_wait().context(|| format!("wait for {shown}"))? {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("wait for {shown}"))?
+        {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::msg(format!(
+            return Err(anyhow!(format!(
                 "{shown} did not finish within {timeout:?}"
             )));
         }
@@ -418,7 +421,7 @@ pub(crate) fn run(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> R
     if status.success() {
         Ok(stdout)
     } else {
-        Err(Error::msg(format!(
+        Err(anyhow!(format!(
             "{shown} failed ({status}): {}",
             stderr.trim_end()
         )))
@@ -434,16 +437,16 @@ fn free_port() -> Result<u16> {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     for _ in 0..100 {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .context(|| "bind 127.0.0.1:0 to find a free port".to_owned())?;
+            .with_context(|| "bind 127.0.0.1:0 to find a free port".to_owned())?;
         let port = listener
             .local_addr()
-            .context(|| "read the bound address".to_owned())?
+            .with_context(|| "read the bound address".to_owned())?
             .port();
         if lock(&GIVEN).get_or_insert_with(HashSet::new).insert(port) {
             return Ok(port);
         }
     }
-    Err(Error::msg("no free TCP port found on 127.0.0.1"))
+    Err(anyhow!("no free TCP port found on 127.0.0.1"))
 }
 
 /// `n` random bytes from the kernel, as lowercase hex.
@@ -489,9 +492,9 @@ impl InstanceDir {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        fs::create_dir(&path).context(|| format!("create {}", path.display()))?;
+        fs::create_dir(&path).with_context(|| format!("create {}", path.display()))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
-            .context(|| format!("chmod {}", path.display()))?;
+            .with_context(|| format!("chmod {}", path.display()))?;
         give_to_service_user(&path)?;
         Ok(Self { path })
     }
@@ -541,7 +544,7 @@ fn prepare_base_dir() -> Result<PathBuf> {
         }
         Ok(file)
     });
-    lock_result.as_ref().map_err(|e| Error::msg(e.clone()))?;
+    lock_result.as_ref().map_err(|e| anyhow!(e.clone()))?;
     CLEAN.call_once(|| clean_stale(&base));
     Ok(base)
 }
@@ -555,15 +558,16 @@ fn create_base_dir(base: &Path) -> Result<()> {
         Ok(()) => {
             // Shared by all users like /tmp: sticky and world-writable.
             fs::set_permissions(base, fs::Permissions::from_mode(0o1777))
-                .context(|| format!("chmod {}", base.display()))
+                .with_context(|| format!("chmod {}", base.display()))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => {
             if let Some(parent) = base.parent() {
-                fs::create_dir_all(parent).context(|| format!("create {}", parent.display()))?;
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("create {}", parent.display()))?;
                 return create_base_dir(base);
             }
-            Err(Error::with_source(format!("create {}", base.display()), e))
+            Err(anyhow::Error::new(e).context(format!("create {}", base.display())))
         }
     }
 }

@@ -7,11 +7,11 @@ use std::sync::{Arc, OnceLock};
 use serde_json::json;
 
 use crate::certs::Certs;
-use crate::error::{Context, Error, Result};
 use crate::moto::Moto;
 use crate::pgbouncer::{PgBouncer, PgBouncerOptions};
 use crate::postgres::{Postgres, quote_ident};
 use crate::process::{InstanceDir, random_hex};
+use anyhow::{Context, Result, anyhow};
 
 /// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer, TLS both ways,
 /// SCRAM, transaction pooling) and Secrets Manager (moto).
@@ -59,7 +59,7 @@ impl Stack {
         let pg = Postgres::start_tls(&certs);
         let moto = moto
             .join()
-            .unwrap_or_else(|_| Err(Error::msg("moto start-up thread panicked")));
+            .unwrap_or_else(|_| Err(anyhow!("moto start-up thread panicked")));
         let (pg, moto) = (pg?, moto?);
         let bouncer = PgBouncer::start_for(&pg, &certs, &options.bouncer)?;
         Ok(Stack {
@@ -121,7 +121,7 @@ impl Stack {
         self.pg.create_role(role, &password)?;
         self.pg
             .admin_psql(name, schema_sql)
-            .context(|| format!("apply the schema to database {name}"))?;
+            .with_context(|| format!("apply the schema to database {name}"))?;
         let role_ident = quote_ident(role);
         self.pg.admin_psql(
             name,
