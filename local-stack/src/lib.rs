@@ -13,7 +13,8 @@
 //!
 //! Needs PostgreSQL 15, PgBouncer and the `.venv` with moto (`scripts/install-deps.sh`). When run
 //! as root, PostgreSQL and PgBouncer run as the `postgres` OS user (both refuse root).
-//! Child processes die with the test process even when it is killed (see [`Stack::shared`]).
+//! Nothing it starts outlives the test process, even a killed one: one janitor per process stops
+//! the services and removes their directories when the process ends (see `process.rs`).
 //!
 //! Everything is synchronous (`std::process`, `std::net`); calling it from a `#[tokio::test]`
 //! blocks that test's runtime thread for the duration of the call, which is fine for set-up.
@@ -46,10 +47,3 @@ pub use stack::{Stack, StackOptions, TestDb};
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
 /// The function's least-privilege role (sql/app-role.sql); see [`TestDb::apply_app_role`].
 pub const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
-
-/// Kills what dead processes (e.g. a test binary killed by a signal) left running under `base`
-/// (`$LOCAL_STACK_DIR`, else `<tmp>/local-stack`) and removes their files. Runs by itself on that directory once per process,
-/// before the first instance starts.
-pub fn clean_stale_dirs(base: &std::path::Path) {
-    process::clean_stale(base);
-}

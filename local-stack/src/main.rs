@@ -7,7 +7,7 @@
 //! terminal or a pipe; `/dev/null` is ignored so that `local-stack up ... &` in a script keeps
 //! running). Then it tears everything down and removes the files it wrote.
 
-use std::io::{self, Read};
+use std::io::{self, IsTerminal, Read};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,6 +16,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use local_stack::{SCHEMA, Stack, StackOptions};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 /// The local stand-ins for RDS, RDS Proxy and Secrets Manager (tests and local runs only).
 #[derive(Parser)]
@@ -42,29 +44,19 @@ enum Command {
 
 /// Why we stopped.
 enum Stop {
-    Signal(libc::c_int),
+    Signal(i32),
     StdinClosed,
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and so in every thread started after it) and
-/// delivers them through a channel instead, so that teardown runs on the main thread.
-fn watch_for_stop() -> mpsc::Receiver<Stop> {
+/// Delivers SIGINT and SIGTERM, and the end of stdin, through a channel, so that teardown runs on
+/// the main thread. (Handlers, not a blocked signal mask, which the services would inherit.)
+fn watch_for_stop() -> io::Result<mpsc::Receiver<Stop>> {
     let (tx, rx) = mpsc::channel();
-    // SAFETY: sigset manipulation on a local set; pthread_sigmask on the current thread.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    let signals = tx.clone();
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let on_signal = tx.clone();
     std::thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is a valid, initialised signal set; `sig` is a valid out pointer.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            let _ = signals.send(Stop::Signal(sig));
+        if let Some(signal) = signals.forever().next() {
+            let _ = on_signal.send(Stop::Signal(signal));
         }
     });
     if stdin_can_close() {
@@ -75,7 +67,7 @@ fn watch_for_stop() -> mpsc::Receiver<Stop> {
             let _ = tx.send(Stop::StdinClosed);
         });
     }
-    rx
+    Ok(rx)
 }
 
 /// True when stdin is a terminal, a pipe or a socket: something whose end means "stop".
@@ -84,8 +76,7 @@ fn stdin_can_close() -> bool {
         return false;
     };
     let kind = meta.file_type();
-    // SAFETY: isatty on fd 0 has no preconditions.
-    kind.is_fifo() || kind.is_socket() || unsafe { libc::isatty(0) } == 1
+    kind.is_fifo() || kind.is_socket() || io::stdin().is_terminal()
 }
 
 /// Writes `text` to `path` whole: whoever waits for the file never sees half of it.
@@ -103,7 +94,13 @@ fn main() -> ExitCode {
         env_file,
         sam_env_file,
     } = Cli::parse().command;
-    let stop = watch_for_stop();
+    let stop = match watch_for_stop() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("local-stack: cannot watch for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = Instant::now();
     let up = || -> Result<_, String> {
         let stack = Stack::start_with(&StackOptions::default()).map_err(|e| format!("{e:?}"))?;

@@ -7,11 +7,10 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::process::{
-    InstanceDir, Supervised, lock, on_free_port, spawn_ready, write_service_file,
-};
+use crate::process::{InstanceDir, Supervised, lock, on_free_port, spawn_ready};
 use anyhow::{Context, Result, anyhow};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,7 +124,7 @@ impl Moto {
 
     /// Kills moto: calls then fail with "connection refused". Does nothing if it is not running.
     pub fn stop(&self) {
-        self.process.stop(libc::SIGKILL, Duration::ZERO);
+        self.process.stop(Signal::SIGKILL, Duration::ZERO);
     }
 
     /// Starts moto again on the same port after [`Moto::stop`] and re-creates the secrets made
@@ -157,12 +156,12 @@ impl Moto {
     /// Freezes moto (SIGSTOP): calls hang until the client's timeout, like an unreachable
     /// endpoint that drops packets. Undo with [`Moto::resume`].
     pub fn pause(&self) {
-        self.process.signal(libc::SIGSTOP);
+        self.process.signal(Signal::SIGSTOP);
     }
 
     /// Undoes [`Moto::pause`] (SIGCONT).
     pub fn resume(&self) {
-        self.process.signal(libc::SIGCONT);
+        self.process.signal(Signal::SIGCONT);
     }
 
     /// Kills the process and removes the directory (what `Drop` does).
@@ -192,12 +191,11 @@ fn spawn_moto(dir: &Path, port: u16, log: &Path) -> Result<Child> {
     let bin = moto_bin();
     let mut cmd = Command::new(&bin);
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .current_dir(dir)
         .env("PYTHONUNBUFFERED", "1");
-    let child = spawn_ready(
+    spawn_ready(
         &format!("moto_server on port {port}"),
         cmd,
-        libc::SIGKILL,
+        dir,
         log,
         START_TIMEOUT,
         || secretsmanager_call(port, "ListSecrets", &json!({})).is_ok(),
@@ -207,14 +205,7 @@ fn spawn_moto(dir: &Path, port: u16, log: &Path) -> Result<Child> {
             "start {} (run scripts/install-deps.sh, or set MOTO_SERVER)",
             bin.display()
         )
-    })?;
-    // Recorded so that a later process can kill it if this one dies without its death signal.
-    write_service_file(
-        &dir.join("moto.pid"),
-        format!("{}\n", child.id()).as_bytes(),
-        0o644,
-    )?;
-    Ok(child)
+    })
 }
 
 /// A hand-made HTTP/1.0 POST (no chunked encoding, the server closes the connection) with a

@@ -8,6 +8,8 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use crate::certs::Certs;
 use crate::postgres::{Postgres, quote_ident};
 use crate::process::{
@@ -190,18 +192,18 @@ impl PgBouncer {
     /// it to exit. Does nothing if it is not running.
     pub fn stop(&self) {
         // SIGTERM is an immediate shutdown in 1.18.
-        self.process.stop(libc::SIGTERM, Duration::from_secs(10));
+        self.process.stop(Signal::SIGTERM, Duration::from_secs(10));
     }
 
     /// Freezes PgBouncer (SIGSTOP): connections hang instead of failing, like an unresponsive
     /// proxy. Undo with [`PgBouncer::resume`]; `stop` and `Drop` also work on a paused one.
     pub fn pause(&self) {
-        self.process.signal(libc::SIGSTOP);
+        self.process.signal(Signal::SIGSTOP);
     }
 
     /// Undoes [`PgBouncer::pause`] (SIGCONT).
     pub fn resume(&self) {
-        self.process.signal(libc::SIGCONT);
+        self.process.signal(Signal::SIGCONT);
     }
 
     /// Copies the current SCRAM verifiers of `roles` from `pg` into the auth file (roles added
@@ -231,7 +233,7 @@ impl PgBouncer {
                 .unwrap_or(0)
         };
         let before = count();
-        if !self.process.signal(libc::SIGHUP) {
+        if !self.process.signal(Signal::SIGHUP) {
             return Ok(()); // not running: the file is read at the next start
         }
         let deadline = Instant::now() + RELOAD_TIMEOUT;
@@ -249,7 +251,7 @@ impl PgBouncer {
 
     /// Kills the process and removes the directory (what `Drop` does).
     pub(crate) fn teardown(&self) {
-        self.process.stop(libc::SIGKILL, Duration::ZERO);
+        self.process.stop(Signal::SIGKILL, Duration::ZERO);
         self.dir.remove();
     }
 }
@@ -264,13 +266,13 @@ impl Drop for PgBouncer {
 /// TCP connections.
 fn spawn_bouncer(dir: &Path, ini: &Path, port: u16, log: &Path) -> Result<Child> {
     let mut cmd = Command::new(pgbouncer_bin());
-    cmd.arg(ini).current_dir(dir);
+    cmd.arg(ini);
     as_service_user(&mut cmd)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     spawn_ready(
         &format!("pgbouncer on port {port}"),
         cmd,
-        libc::SIGKILL,
+        dir,
         log,
         START_TIMEOUT,
         || TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok(),

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use crate::certs::Certs;
 use crate::process::{
     InstanceDir, Supervised, as_service_user, on_free_port, run, spawn_ready, write_service_file,
@@ -171,7 +173,7 @@ impl Postgres {
     /// Stops the server (fast shutdown: open sessions are terminated) and waits for it to exit.
     /// Clients then get "connection refused". Does nothing if it is not running.
     pub fn stop(&self) {
-        self.process.stop(libc::SIGINT, Duration::from_secs(30));
+        self.process.stop(Signal::SIGINT, Duration::from_secs(30));
     }
 
     /// Whether the postmaster is running (it may still be starting up).
@@ -254,7 +256,7 @@ impl Postgres {
 
     /// Shuts down immediately and removes the directory (what `Drop` does).
     pub(crate) fn teardown(&self) {
-        self.process.stop(libc::SIGQUIT, Duration::from_secs(10));
+        self.process.stop(Signal::SIGQUIT, Duration::from_secs(10));
         self.dir.remove();
     }
 }
@@ -268,18 +270,12 @@ impl Drop for Postgres {
 /// Starts the postmaster and waits until it accepts connections on its unix socket.
 fn spawn_server(dir: &Path, data_dir: &Path, port: u16, log: &Path) -> Result<Child> {
     let mut cmd = Command::new(pg_bin("postgres"));
-    cmd.arg("-D")
-        .arg(data_dir)
-        .arg("-p")
-        .arg(port.to_string())
-        .current_dir(dir);
+    cmd.arg("-D").arg(data_dir).arg("-p").arg(port.to_string());
     as_service_user(&mut cmd)?;
-    // SIGQUIT = immediate shutdown: the postmaster takes its backends down and releases its
-    // shared memory, even if the test process is killed.
     spawn_ready(
         &format!("postgres on port {port}"),
         cmd,
-        libc::SIGQUIT,
+        dir,
         log,
         START_TIMEOUT,
         || {

@@ -73,28 +73,15 @@ impl Stack {
     }
 
     /// One stack per test process, started by the first caller; later callers (from any test
-    /// thread) wait for it and share it. Its processes are stopped and its files removed when
-    /// the process exits: by an `atexit` hook on a normal exit, by their parent-death signal if
-    /// the process is killed, and at worst by the next run's stale-directory clean-up.
+    /// thread) wait for it and share it. It is never dropped: when the process exits, however it
+    /// exits, the janitor stops its processes and removes its files (see `process.rs`).
     ///
     /// Tests that stop or reconfigure services should use their own [`Stack::start`] instead.
     pub fn shared() -> &'static Stack {
         static SHARED: OnceLock<Stack> = OnceLock::new();
-        extern "C" fn stop_shared() {
-            if let Some(stack) = SHARED.get() {
-                let _ = std::panic::catch_unwind(|| stack.teardown());
-            }
-        }
         // Concurrent callers wait for the first; if its start panics, the next caller retries
         // (OnceLock stays empty) instead of every later test failing on a poisoned lock.
-        SHARED.get_or_init(|| {
-            let stack = Stack::start();
-            // SAFETY: registering a plain extern "C" function without arguments.
-            unsafe {
-                libc::atexit(stop_shared);
-            }
-            stack
-        })
+        SHARED.get_or_init(Stack::start)
     }
 
     /// A new database named `test_<n>`: creates a login role `test_<n>_app` with a random
@@ -116,7 +103,7 @@ impl Stack {
     /// [`Stack::new_database`] with the names chosen by the caller: database `name`, login role
     /// `role` (created before the schema runs, so the schema may grant it more), secret `name`.
     pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
-        let password = random_hex(16);
+        let password = random_hex(16)?;
         self.pg.create_database(name)?;
         self.pg.create_role(role, &password)?;
         self.pg
