@@ -116,7 +116,7 @@ fi
 
 # --- Rust -----------------------------------------------------------------------------------------
 # A C compiler for aws-lc-sys (the crypto under rustls), and Rust itself: rust-toolchain.toml names
-# the release (edition 2024 needs 1.85 or newer; Debian's packaged rustc is far older). Without
+# the release (the locked AWS SDK crates need 1.94.1 or newer; Debian's packaged rustc is far older). Without
 # rustup and without a new enough cargo, rustup is installed and takes the toolchain from that file.
 if ! command -v cc >/dev/null 2>&1; then
   say "apt: installing a C compiler (gcc)"
@@ -126,11 +126,11 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo_too_old() {
   local version
-  version="$(cargo --version 2>/dev/null | sed -n 's/^cargo \([0-9]*\.[0-9]*\).*/\1/p')"
-  [ -z "$version" ] || [ "$(printf '%s\n' 1.85 "$version" | sort -V | head -n1)" != 1.85 ]
+  version="$(cargo --version 2>/dev/null | sed -n 's/^cargo \([0-9][0-9.]*\).*/\1/p')"
+  [ -z "$version" ] || [ "$(printf '%s\n' 1.94.1 "$version" | sort -V | head -n1)" != 1.94.1 ]
 }
 if ! command -v rustup >/dev/null 2>&1 && cargo_too_old; then
-  say "rustup: installing (cargo is missing or older than 1.85)"
+  say "rustup: installing (cargo is missing or older than 1.94.1)"
   command -v curl >/dev/null 2>&1 || { as_root apt-get update -qq; as_root apt-get install -y -qq curl ca-certificates >/dev/null; }
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none
 fi

@@ -71,23 +71,25 @@ psql_admin() {
 }
 
 # check_rows: prints public.users and checks it holds exactly one row per distinct sign-up with an
-# email among the samples, however often they were invoked.
+# email among the samples, however often they were invoked, mapped as the README says (handle =
+# preferred_username else userName; display_name = name else handle).
 check_rows() {
   echo "==> rows in public.users"
   psql_admin -c 'SELECT cognito_user_id, email, handle, display_name, created_at FROM public.users ORDER BY created_at'
-  local expected_rows rows
-  expected_rows=$(python3 -c '
+  local want got
+  want=$(python3 -c '
 import glob, json
-subs = set()
+rows = set()
 for f in glob.glob("events/*.json"):
     e = json.load(open(f))
-    a = e["request"]["userAttributes"]
-    if e["triggerSource"] == "PostConfirmation_ConfirmSignUp" and a.get("email"):
-        subs.add(a["sub"])
-print(len(subs))')
-  rows=$(psql_admin -At -c 'SELECT count(*) FROM public.users')
-  if [ "$rows" != "$expected_rows" ]; then
-    echo "UNEXPECTED: $rows rows, wanted $expected_rows (one per sign-up event)"
+    a = {k: v for k, v in e["request"]["userAttributes"].items() if v.strip()}
+    if e["triggerSource"] == "PostConfirmation_ConfirmSignUp" and "email" in a:
+        handle = a.get("preferred_username", e.get("userName"))
+        rows.add("|".join([a["sub"], a["email"], handle, a.get("name", handle)]))
+print("\n".join(sorted(rows)))')
+  got=$(psql_admin -At -c "SELECT cognito_user_id || '|' || email || '|' || handle || '|' || display_name FROM public.users" | sort)
+  if [ "$got" != "$want" ]; then
+    printf 'UNEXPECTED rows:\n%s\nwanted (one per sign-up event):\n%s\n' "$got" "$want"
     failed=1
   fi
 }

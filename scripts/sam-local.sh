@@ -41,7 +41,10 @@ trap cleanup EXIT
 # engine gives it the host's network instead, so the function reaches the stack on 127.0.0.1 (see
 # scripts/docker-host-network.py). That takes a local engine.
 case "${DOCKER_HOST:-}" in
-  "") docker_socket=/var/run/docker.sock ;;
+  "") # The current Docker context's engine (Docker Desktop, rootless Docker), else the default.
+    docker_socket="$(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null || true)"
+    docker_socket="${docker_socket#unix://}"
+    case "$docker_socket" in /*) ;; *) docker_socket=/var/run/docker.sock ;; esac ;;
   unix://*) docker_socket="${DOCKER_HOST#unix://}" ;;
   *) echo "error: DOCKER_HOST=$DOCKER_HOST: only a local engine (a unix socket) can give SAM's container the host's network" >&2; exit 1 ;;
 esac
@@ -77,6 +80,7 @@ fi
 scripts/docker-host-network.py "$work/docker.sock" "$docker_socket" >"$work/docker-host-network.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 50); do [ -S "$work/docker.sock" ] && break; sleep 0.1; done
+[ -S "$work/docker.sock" ] || { echo "error: the Docker host-network proxy did not start:" >&2; cat "$work/docker-host-network.log" >&2; exit 1; }
 export DOCKER_HOST="unix://$work/docker.sock"
 
 image_args=()
@@ -87,12 +91,14 @@ if [ "$stand_in" = 1 ]; then
   if ! docker image inspect "$image" >/dev/null 2>&1; then
     echo "==> building the stand-in base image $image (debootstrap, about 30 s)"
     root="$(mktemp -d)"
+    trap 'rm -rf "$root"; cleanup' EXIT
     debootstrap --variant=minbase --include=ca-certificates bookworm "$root" >"$work/debootstrap.log" 2>&1 ||
-      { tail -n 20 "$work/debootstrap.log" >&2; rm -rf "$root"; exit 1; }
+      { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
     # What a function never reads: package caches and lists, documentation, translations.
     rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/{doc,man,info,locale}
     tar -C "$root" -c . | docker import - "$image" >/dev/null
     rm -rf "$root"
+    trap cleanup EXIT
   fi
   image_args=(--invoke-image "$image" --skip-pull-image)
 fi
@@ -109,31 +115,55 @@ SAM_BUILD_MODE=debug sam build --config-env "$config_env" >"$work/sam-build.log"
 
 start_stack
 
-# invoke FILE: one sample event through sam local invoke, checked against what it must do.
+# invoke FILE [ENV_FILE]: one sample event through sam local invoke (with the stack's --env-vars
+# file, or ENV_FILE), checked against what it must do (or, with ENV_FILE, against `want`).
 invoke() {
-  local file="$1" got
+  local file="$1" env_file="${2:-$work/sam-env.json}" got
   if ! sam local invoke --config-env "$config_env" PostConfirmationFunction \
-    -e "events/$file" "${image_args[@]}" >"$work/out.json" 2>"$work/invoke.log"; then
+    -e "events/$file" --env-vars "$env_file" "${image_args[@]}" >"$work/out.json" 2>"$work/invoke.log"; then
     echo "--> $file: sam local invoke failed:"
     tail -n 20 "$work/invoke.log"
     failed=1
     return
   fi
   # The function's answer: the event, or Lambda's error object. An error's message is what Cognito
-  # shows strangers: it must name no host, port or secret of the stack.
-  got="$(python3 - "$work/out.json" "$DB_PORT" "$DB_SECRET_ID" <<'PY'
-import json, sys
+  # shows strangers: a fixed sentence, the type and the request id, and nothing of the stack.
+  got="$(python3 - "$work/out.json" "$DB_PORT" "$PG_PORT" "$AWS_ENDPOINT_URL_SECRETS_MANAGER" "$DB_SECRET_ID" <<'PY'
+import json, re, sys
 out = json.load(open(sys.argv[1]))
 if isinstance(out, dict) and "errorType" in out:
     message = out.get("errorMessage", "")
-    leaks = [s for s in ("localhost", "127.0.0.1", sys.argv[2], "secret " + sys.argv[3]) if s in message]
-    print(f"error {out['errorType']}" + (f" whose message leaks {leaks}: {message}" if leaks else ""))
+    private = ["localhost", "127.0.0.1", sys.argv[2], sys.argv[3], sys.argv[4].rsplit(":", 1)[-1], "`" + sys.argv[5] + "`"]
+    shape = re.fullmatch(r"[A-Z][^()`]*\. \(" + re.escape(out["errorType"]) + r", request [0-9a-f-]+\)", message)
+    leaks = [s for s in private if s in message]
+    bad = "" if shape and not leaks else f" with a message that is not the fixed public one ({leaks}): {message}"
+    print(f"error {out['errorType']}{bad}")
 else:
     print("ok")
 PY
 )"
-  check "$file" "$got" "$work/out.json"
+  if [ "$env_file" = "$work/sam-env.json" ]; then
+    check "$file" "$got" "$work/out.json"
+  elif [ "$got" = "$want" ]; then
+    echo "--> $file with $(basename "$env_file"): $got, as it must"
+  else
+    echo "--> $file with $(basename "$env_file"): UNEXPECTED: got $got, wanted $want"
+    failed=1
+  fi
 }
+
+# A database nobody listens on: the error Cognito would show must name nothing of the stack.
+python3 - "$work/sam-env.json" "$work/sam-env-no-database.json" <<'PY'
+import json, socket, sys
+env = json.load(open(sys.argv[1]))
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()[1]
+env["PostConfirmationFunction"]["DB_PORT"] = str(closed)
+json.dump(env, open(sys.argv[2], "w"))
+PY
+want="error DatabaseConnectionError"
+invoke sign-up.json "$work/sam-env-no-database.json"
 
 run_samples
 exit "$failed"

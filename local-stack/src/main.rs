@@ -112,7 +112,10 @@ fn main() -> ExitCode {
         write_whole(&env_file, &env)
             .map_err(|e| format!("cannot write {}: {e}", env_file.display()))?;
         if let Some(path) = &sam_env_file {
-            let json = db.sam_env("PostConfirmationFunction").to_string();
+            let json = db
+                .sam_env("PostConfirmationFunction")
+                .map_err(|e| format!("{e:?}"))?
+                .to_string();
             write_whole(path, &json)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }

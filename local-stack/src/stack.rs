@@ -296,9 +296,10 @@ impl TestDb {
     /// mounted in the container. Every variable the function reads is set, empty meaning unset:
     /// this file wins over the shell's environment, which SAM would otherwise pass on (a
     /// `DB_CA_FILE` naming a host path, say).
-    pub fn sam_env(&self, function: &str) -> serde_json::Value {
-        let ca = std::fs::read_to_string(&self.ca_pem).unwrap_or_default();
-        json!({
+    pub fn sam_env(&self, function: &str) -> Result<serde_json::Value> {
+        let ca = std::fs::read_to_string(&self.ca_pem)
+            .with_context(|| format!("read {}", self.ca_pem.display()))?;
+        Ok(json!({
             function: {
                 "DB_SECRET_ID": self.secret_id,
                 "DB_HOST": "localhost",
@@ -311,7 +312,7 @@ impl TestDb {
                 "DEADLINE_MARGIN_MS": "",
                 "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.moto.endpoint(),
             }
-        })
+        }))
     }
 
     /// The environment the Lambda reads, pointing at this stack and database (`DB_SECRET_ID`,
