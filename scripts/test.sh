@@ -20,6 +20,8 @@ echo "==> SAM template"
 scripts/lint-template.sh
 echo "==> end to end: scripts/local.sh (cargo lambda watch + invoke on the local stack)"
 scripts/local.sh
+echo "==> scripts/docker-host-network.py (the Docker API proxy for sam local invoke)"
+.venv/bin/python tests/scripts/test_docker_host_network.py -v
 echo "==> scripts/sam-local.sh fails loudly when Docker cannot be had"
 tests/scripts/sam_local_fails_loudly.sh
 echo "==> end to end: scripts/sam-local.sh (sam build + sam local invoke in Docker on the local stack)"

@@ -67,29 +67,32 @@ impl Config {
                 _ => Err(invalid("DB_PORT", "expected a port number from 1 to 65535")),
             })
             .transpose()?;
-        let millis = |var: &'static str, default: Duration, max: u64| {
+        let millis = |var: &'static str, default: Duration, min: u64, max: u64| {
             let Some(value) = get(var) else {
                 return Ok(default);
             };
             match value.trim().parse::<u64>() {
-                Ok(ms) if (100..=max).contains(&ms) => Ok(Duration::from_millis(ms)),
+                Ok(ms) if (min..=max).contains(&ms) => Ok(Duration::from_millis(ms)),
                 _ => Err(ConfigError::Invalid {
                     var,
-                    reason: format!("expected milliseconds from 100 to {max}"),
+                    reason: format!("expected milliseconds from {min} to {max}"),
                 }),
             }
         };
         let connect_timeout = millis(
             "DB_CONNECT_TIMEOUT_MS",
             DEFAULT_CONNECT_TIMEOUT,
+            100,
             FUNCTION_TIMEOUT_MS,
         )?;
         let statement_timeout = millis(
             "DB_STATEMENT_TIMEOUT_MS",
             DEFAULT_STATEMENT_TIMEOUT,
+            100,
             ROLE_STATEMENT_TIMEOUT_MS,
         )?;
-        let deadline_margin = millis("DEADLINE_MARGIN_MS", DEFAULT_DEADLINE_MARGIN, 1000)?;
+        // At least the cancel request's 100 ms (app.rs) plus as much again to answer.
+        let deadline_margin = millis("DEADLINE_MARGIN_MS", DEFAULT_DEADLINE_MARGIN, 200, 1000)?;
         let sum = (connect_timeout + statement_timeout + deadline_margin).as_millis();
         if sum > u128::from(FUNCTION_TIMEOUT_MS) {
             return Err(ConfigError::Invalid {
@@ -195,6 +198,8 @@ mod tests {
             // Above the role's statement_timeout: the server would cancel first.
             ("DB_STATEMENT_TIMEOUT_MS", "3001"),
             ("DEADLINE_MARGIN_MS", "600000"),
+            // Less than the cancel request's 100 ms and time to answer.
+            ("DEADLINE_MARGIN_MS", "150"),
         ] {
             let error = config(&[("DB_SECRET_ID", "s"), (var, value)]).unwrap_err();
             assert!(
@@ -248,5 +253,23 @@ mod tests {
             ("DB_STATEMENT_TIMEOUT_MS", "2000"),
         ])
         .unwrap();
+    }
+
+    /// The limits are copies of numbers that live elsewhere; they must not drift apart.
+    #[test]
+    fn the_limits_match_the_template_and_the_database_role() {
+        let template = include_str!("../template.yaml");
+        assert!(
+            template.contains(&format!("      Timeout: {}\n", FUNCTION_TIMEOUT_MS / 1000)),
+            "template.yaml's Timeout is not FUNCTION_TIMEOUT_MS"
+        );
+        let role = include_str!("../sql/app-role.sql");
+        assert!(
+            role.contains(&format!(
+                "SET statement_timeout = %L', :'app_role', '{}s')",
+                ROLE_STATEMENT_TIMEOUT_MS / 1000
+            )),
+            "sql/app-role.sql's statement_timeout is not ROLE_STATEMENT_TIMEOUT_MS"
+        );
     }
 }

@@ -266,6 +266,14 @@ pub(crate) mod tests {
             assert!(message.contains("request.userAttributes[…]"), "{message}");
             checked += 1;
         }
+        // Unicode escapes as they arrive, in JSON text: \u0022 is a quote, \u005c a backslash.
+        let text = r#"{"triggerSource": "PostConfirmation_ConfirmSignUp", "callerContext": {},
+            "request": {"userAttributes": {"email": {"LEAKED\u0022\u005c\u0060": "LEAKED\u2028"}}},
+            "response": {}}"#;
+        let event: Value = serde_json::from_str(text).unwrap();
+        let message = parse(&event).err().expect("an object email").to_string();
+        assert!(!message.contains(MARK), "{message}");
+        assert_eq!(message, "`request.userAttributes.email` must be a string");
         assert!(checked > 100, "only {checked} cases failed to parse");
     }
 

@@ -257,8 +257,16 @@ mod tests {
 
     #[test]
     fn what_the_caller_sees_is_a_fixed_sentence_per_error_type_and_the_request_id() {
+        let sentences = [
+            "The confirmation event was not understood.",
+            "The account lacks a required attribute or has one that cannot be stored.",
+            "The account could not be recorded just now. Please try again later.",
+            "The account could not be recorded just now. Please try again later.",
+            "The account could not be recorded just now. Please try again later.",
+            "Recording the account took too long. Please try again later.",
+        ];
         let mut seen_types = Vec::new();
-        for cause in one_of_each() {
+        for (cause, sentence) in one_of_each().into_iter().zip(sentences) {
             let detail = cause.to_string();
             let failure = Failure {
                 cause,
@@ -269,9 +277,9 @@ mod tests {
             let diagnostic = Diagnostic::from(failure);
             let message = diagnostic.error_message;
             assert_eq!(diagnostic.error_type, error_type);
-            assert!(
-                message.ends_with(&format!("({error_type}, request 4f8e1c2a-req)")),
-                "{message}"
+            assert_eq!(
+                message,
+                format!("{sentence} ({error_type}, request 4f8e1c2a-req)")
             );
             for secret in [
                 "db-proxy",

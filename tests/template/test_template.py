@@ -65,7 +65,9 @@ COGNITO_BUDGET_SECONDS = 5
 # at their caps, plus the deadline margin, fit in the Timeout; the INSERT's cap is at most the
 # database role's statement_timeout (sql/app-role.sql).
 DEADLINE_MARGIN_MS = 200
-ROLE_STATEMENT_TIMEOUT_MS = 3000
+ROLE_STATEMENT_TIMEOUT_MS = 1000 * int(
+    re.search(r"SET statement_timeout = %L', :'app_role', '(\d+)s'", (REPO / "sql" / "app-role.sql").read_text()).group(1)
+)
 LOOPBACK = "127.0.0.1/32"  # the "no egress" placeholder rule
 NO_VALUE = {"Ref": "AWS::NoValue"}
 

@@ -1,0 +1,65 @@
+"""scripts/docker-host-network.py: what it changes in SAM's container creation, and what it leaves.
+
+Run: .venv/bin/python tests/scripts/test_docker_host_network.py -v (scripts/test.sh does).
+The end-to-end proof is scripts/sam-local.sh; this pins the rewrite itself.
+"""
+
+import importlib.util
+import json
+import unittest
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location(
+    "docker_host_network", Path(__file__).resolve().parents[2] / "scripts" / "docker-host-network.py"
+)
+proxy = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(proxy)
+
+
+def sam_create(**overrides) -> dict:
+    """A container-create body as SAM CLI 1.170 sends it for the function."""
+    body = {
+        "Image": "samcli/lambda-provided:al2023-rapid-x86_64",
+        "Entrypoint": ["/var/rapid/aws-lambda-rie", "--log-level", "error"],
+        "Env": ["DB_HOST=localhost"],
+        "ExposedPorts": {"8080/tcp": {}},
+        "HostConfig": {"PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "5123"}]}},
+    }
+    body.update(overrides)
+    return body
+
+
+class Rewrite(unittest.TestCase):
+    def test_sams_container_gets_the_host_network_and_a_loopback_emulator(self):
+        spec = json.loads(proxy.host_network(json.dumps(sam_create()).encode()))
+        self.assertEqual(spec["HostConfig"]["NetworkMode"], "host")
+        self.assertNotIn("PortBindings", spec["HostConfig"])
+        self.assertNotIn("ExposedPorts", spec)
+        entrypoint = spec["Entrypoint"]
+        self.assertEqual(entrypoint[:3], ["/var/rapid/aws-lambda-rie", "--log-level", "error"])
+        self.assertEqual(entrypoint[3:5], ["--runtime-interface-emulator-address", "127.0.0.1:5123"])
+        self.assertEqual(entrypoint[5], "--runtime-api-address")
+        host, port = entrypoint[6].split(":")
+        self.assertEqual(host, "127.0.0.1")
+        self.assertTrue(1024 <= int(port) <= 65535)
+        self.assertEqual(spec["Env"], ["DB_HOST=localhost"])
+
+    def test_other_containers_pass_through_byte_for_byte(self):
+        for body in (sam_create(Entrypoint=["/bin/sh"]), sam_create(Entrypoint=None), {"Image": "x"}):
+            raw = json.dumps(body).encode()
+            self.assertIs(proxy.host_network(raw), raw)
+
+    def test_an_emulator_without_a_published_port_is_an_error_not_a_silent_pass(self):
+        body = sam_create(HostConfig={})
+        with self.assertRaisesRegex(ValueError, "published no port"):
+            proxy.host_network(json.dumps(body).encode())
+
+    def test_only_container_creation_is_looked_at(self):
+        self.assertTrue(proxy.CREATE.match(b"POST /v1.41/containers/create?name=x HTTP/1.1"))
+        self.assertTrue(proxy.CREATE.match(b"POST /containers/create HTTP/1.1"))
+        self.assertFalse(proxy.CREATE.match(b"POST /v1.41/containers/abc/start HTTP/1.1"))
+        self.assertFalse(proxy.CREATE.match(b"GET /v1.41/containers/create HTTP/1.1"))
+
+
+if __name__ == "__main__":
+    unittest.main()
