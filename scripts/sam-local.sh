@@ -115,10 +115,10 @@ SAM_BUILD_MODE=debug sam build --config-env "$config_env" >"$work/sam-build.log"
 
 start_stack
 
-# invoke FILE [ENV_FILE]: one sample event through sam local invoke (with the stack's --env-vars
-# file, or ENV_FILE), checked against what it must do (or, with ENV_FILE, against `want`).
+# invoke FILE [ENV_FILE WANT]: one sample event through sam local invoke with the stack's
+# --env-vars file, checked against what it must do; or with ENV_FILE, checked against WANT.
 invoke() {
-  local file="$1" env_file="${2:-$work/sam-env.json}" got
+  local file="$1" env_file="${2:-$work/sam-env.json}" want="${3:-}" got
   if ! sam local invoke --config-env "$config_env" PostConfirmationFunction \
     -e "events/$file" --env-vars "$env_file" "${image_args[@]}" >"$work/out.json" 2>"$work/invoke.log"; then
     echo "--> $file: sam local invoke failed:"
@@ -162,8 +162,7 @@ with socket.socket() as s:
 env["PostConfirmationFunction"]["DB_PORT"] = str(closed)
 json.dump(env, open(sys.argv[2], "w"))
 PY
-want="error DatabaseConnectionError"
-invoke sign-up.json "$work/sam-env-no-database.json"
+invoke sign-up.json "$work/sam-env-no-database.json" "error DatabaseConnectionError"
 
 run_samples
 exit "$failed"

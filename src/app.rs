@@ -19,7 +19,7 @@ use crate::user::NewUser;
 
 /// How long a last-resort cancel request may take; it comes out of the deadline margin
 /// (`DEADLINE_MARGIN_MS`, default 200 ms).
-const CANCEL_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Everything a warm invocation reuses.
 pub struct App {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::app::CANCEL_TIMEOUT;
 use crate::tls::ExtraCas;
 
 /// What the function needs to know before it can connect.
@@ -73,10 +74,10 @@ impl Config {
             };
             match value.trim().parse::<u64>() {
                 Ok(ms) if (min..=max).contains(&ms) => Ok(Duration::from_millis(ms)),
-                _ => Err(ConfigError::Invalid {
+                _ => Err(invalid(
                     var,
-                    reason: format!("expected milliseconds from {min} to {max}"),
-                }),
+                    &format!("expected milliseconds from {min} to {max}"),
+                )),
             }
         };
         let connect_timeout = millis(
@@ -91,17 +92,23 @@ impl Config {
             100,
             ROLE_STATEMENT_TIMEOUT_MS,
         )?;
-        // At least the cancel request's 100 ms (app.rs) plus as much again to answer.
-        let deadline_margin = millis("DEADLINE_MARGIN_MS", DEFAULT_DEADLINE_MARGIN, 200, 1000)?;
+        // At least the cancel request's time limit plus as much again to answer.
+        let min_margin = 2 * CANCEL_TIMEOUT.as_millis() as u64;
+        let deadline_margin = millis(
+            "DEADLINE_MARGIN_MS",
+            DEFAULT_DEADLINE_MARGIN,
+            min_margin,
+            1000,
+        )?;
         let sum = (connect_timeout + statement_timeout + deadline_margin).as_millis();
         if sum > u128::from(FUNCTION_TIMEOUT_MS) {
-            return Err(ConfigError::Invalid {
-                var: "DB_CONNECT_TIMEOUT_MS + DB_STATEMENT_TIMEOUT_MS + DEADLINE_MARGIN_MS",
-                reason: format!(
+            return Err(invalid(
+                "DB_CONNECT_TIMEOUT_MS + DB_STATEMENT_TIMEOUT_MS + DEADLINE_MARGIN_MS",
+                &format!(
                     "they add up to {sum} ms; a connect and an INSERT at their caps must fit in \
                      the function's {FUNCTION_TIMEOUT_MS} ms timeout"
                 ),
-            });
+            ));
         }
         Ok(Self {
             secret_id,

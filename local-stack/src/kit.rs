@@ -38,13 +38,7 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 /// none of the developer's `PG*` variables. Ok(stdout, trimmed) or Err(stderr). Connection
 /// attempts give up after 5 s.
 pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
-    let mut cmd = Command::new("psql");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd
+    let out = crate::process::without_libpq_env(&mut Command::new("psql"))
         .args([
             conninfo,
             "-X",

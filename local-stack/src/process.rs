@@ -64,12 +64,18 @@ pub(crate) fn as_service_user(cmd: &mut Command) -> Result<&mut Command> {
     if let Some(user) = service_user()? {
         cmd.uid(user.uid).gid(user.gid);
     }
+    Ok(without_libpq_env(cmd))
+}
+
+/// Removes the developer's `PG*` variables from `cmd`'s environment: libpq reads them, and they
+/// must not change what a test connects to.
+pub(crate) fn without_libpq_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
             cmd.env_remove(key);
         }
     }
-    Ok(cmd)
+    cmd
 }
 
 /// `chown` to the service user when we are root (no-op otherwise).
