@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::credentials::{self, Credentials, CredentialsError};
 use crate::db::{self, Connection, Outcome};
 use crate::deadline::{self, ColdStart};
+use crate::metrics::{self, Sink, Tally};
+use crate::park::{ParkError, Parking};
 use crate::tls::{self, TlsError};
 use crate::user::NewUser;
 
@@ -31,6 +33,10 @@ pub struct App {
     cold_start: ColdStart,
     first_invocation: AtomicBool,
     connections_opened: AtomicU64,
+    /// The park queue, when `PARK_QUEUE_URL` is set.
+    parking: Option<Parking>,
+    metrics: Sink,
+    function_name: String,
 }
 
 #[derive(Default)]
@@ -56,12 +62,30 @@ pub enum RecordError {
     #[error("could not connect to the database at {endpoint}: {message}")]
     Connect { endpoint: String, message: String },
     #[error("the INSERT failed: {message}")]
-    Insert { message: String },
+    Insert {
+        message: String,
+        /// The SQLSTATE, when the server answered with one.
+        code: Option<String>,
+    },
     #[error("timed out after {elapsed_ms} ms while {stage} (deadline or cap reached)")]
     Timeout {
         stage: &'static str,
         elapsed_ms: u128,
     },
+}
+
+impl RecordError {
+    /// Whether the failure is the database's or the network's, not the data's: everything but an
+    /// INSERT refused for its values (SQLSTATE class 22, data exception, or 23, integrity
+    /// constraint violation), which would be refused again on replay.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            RecordError::Insert {
+                code: Some(code), ..
+            } => !(code.starts_with("22") || code.starts_with("23")),
+            _ => true,
+        }
+    }
 }
 
 impl App {
@@ -107,7 +131,13 @@ impl App {
             },
             first_invocation: AtomicBool::new(true),
             connections_opened: AtomicU64::new(0),
+            parking: None,
+            metrics: metrics::stdout(),
+            function_name: metrics::function_name(),
         };
+        if let Some(url) = &app.config.park_queue_url {
+            app.parking = Some(Parking::new(sdk, url.clone()));
+        }
         match fetched {
             Ok(Ok(credentials)) => {
                 let connected = app.connect(&credentials, deadline).await;
@@ -136,6 +166,32 @@ impl App {
             "cold start complete"
         );
         Ok(app)
+    }
+
+    /// Whether a user who cannot be recorded is parked (`PARK_QUEUE_URL` is set).
+    pub fn parks(&self) -> bool {
+        self.parking.is_some()
+    }
+
+    /// Puts `user` on the park queue by `deadline`; `None` without a park queue.
+    pub async fn park(&self, user: &NewUser, deadline: Instant) -> Option<Result<(), ParkError>> {
+        match &self.parking {
+            Some(parking) => Some(parking.park(user, deadline).await),
+            None => None,
+        }
+    }
+
+    /// Sends the metric lines for one invocation to the sink (standard output in Lambda).
+    pub fn emit(&self, tally: &Tally) {
+        for line in tally.lines(&self.function_name, std::time::SystemTime::now()) {
+            (self.metrics)(&line);
+        }
+    }
+
+    /// Sends metric lines to `sink` instead of standard output (tests).
+    pub fn with_metrics_sink(mut self, sink: Sink) -> Self {
+        self.metrics = sink;
+        self
     }
 
     /// Records `user` exactly once, finishing (successfully or not) before `deadline`.
@@ -194,6 +250,7 @@ impl App {
                 Err(error) => {
                     return Err(RecordError::Insert {
                         message: db::describe(&error).to_string(),
+                        code: error.code().map(|code| code.code().to_owned()),
                     });
                 }
             }

@@ -28,6 +28,9 @@ pub struct Config {
     pub statement_timeout: Duration,
     /// `DEADLINE_MARGIN_MS`: time kept back from the invocation deadline to report an error.
     pub deadline_margin: Duration,
+    /// `PARK_QUEUE_URL`: the SQS queue a user is parked on when the database cannot be reached
+    /// (see [`crate::park`]); unset = no parking, failures are returned to Cognito.
+    pub park_queue_url: Option<String>,
 }
 
 /// Configuration that cannot be used; the message names the variable.
@@ -110,6 +113,19 @@ impl Config {
                 ),
             ));
         }
+        let park_queue_url = get("PARK_QUEUE_URL")
+            .map(|url| {
+                let url = url.trim().to_owned();
+                if url.starts_with("https://") || url.starts_with("http://") {
+                    Ok(url)
+                } else {
+                    Err(invalid(
+                        "PARK_QUEUE_URL",
+                        "expected the queue's URL, https://sqs.<region>.amazonaws.com/<account>/<name>",
+                    ))
+                }
+            })
+            .transpose()?;
         Ok(Self {
             secret_id,
             host: get("DB_HOST"),
@@ -122,6 +138,7 @@ impl Config {
             connect_timeout,
             statement_timeout,
             deadline_margin,
+            park_queue_url,
         })
     }
 }
@@ -191,6 +208,14 @@ mod tests {
         );
         assert_eq!(config.connect_timeout, Duration::from_millis(700));
         assert_eq!(config.statement_timeout, Duration::from_millis(900));
+        assert_eq!(config.park_queue_url, None);
+    }
+
+    #[test]
+    fn the_park_queue_is_a_url() {
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/parked-users";
+        let config = config(&[("DB_SECRET_ID", "s"), ("PARK_QUEUE_URL", url)]).unwrap();
+        assert_eq!(config.park_queue_url.as_deref(), Some(url));
     }
 
     #[test]
@@ -207,6 +232,12 @@ mod tests {
             ("DEADLINE_MARGIN_MS", "600000"),
             // Less than the cancel request's 100 ms and time to answer.
             ("DEADLINE_MARGIN_MS", "150"),
+            // A queue name or ARN instead of its URL.
+            ("PARK_QUEUE_URL", "parked-users"),
+            (
+                "PARK_QUEUE_URL",
+                "arn:aws:sqs:eu-west-1:123456789012:parked-users",
+            ),
         ] {
             let error = config(&[("DB_SECRET_ID", "s"), (var, value)]).unwrap_err();
             assert!(
@@ -229,6 +260,7 @@ mod tests {
             "DB_CONNECT_TIMEOUT_MS",
             "DB_STATEMENT_TIMEOUT_MS",
             "DEADLINE_MARGIN_MS",
+            "PARK_QUEUE_URL",
         ] {
             pairs.push((var, ""));
         }

@@ -9,6 +9,9 @@ use tracing::{Instrument, field, info, info_span};
 
 use crate::app::{App, RecordError};
 use crate::event::{self, EventError, Trigger};
+use crate::metrics::Tally;
+use crate::park::PARK_TIMEOUT;
+use crate::replay;
 use crate::user::{InvalidUser, NewUser};
 
 /// What the event asks of us.
@@ -74,6 +77,13 @@ pub struct Failure {
 }
 
 impl Failure {
+    pub(crate) fn new(cause: HandlerError, request_id: &str) -> Self {
+        Self {
+            cause,
+            request_id: request_id.to_owned(),
+        }
+    }
+
     pub fn error_type(&self) -> &'static str {
         self.cause.error_type()
     }
@@ -133,9 +143,13 @@ pub fn parse(payload: &Value) -> Result<Action, HandlerError> {
     }
 }
 
-/// Handles one invocation and returns the event exactly as received, as Cognito requires.
+/// Handles one invocation: a Cognito event is answered with the event exactly as received, as
+/// Cognito requires; an SQS event from the park queue is replayed ([`replay`]).
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Failure> {
     let (payload, context) = event.into_parts();
+    if let Some(records) = replay::sqs_records(&payload) {
+        return Ok(replay::handle(app, records, &context).await);
+    }
     let span = info_span!(
         "post_confirmation",
         request_id = %context.request_id,
@@ -150,23 +164,29 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Failu
         let shown: String = sub.chars().take(128).collect();
         span.record("sub", shown.as_str());
     }
-    async {
-        match run(app, &payload, &context).await {
+    let mut tally = Tally::default();
+    let result = async {
+        match run(app, &payload, &context, &mut tally).await {
             Ok(()) => Ok(payload),
             Err(cause) => {
                 tracing::error!(error_type = cause.error_type(), error = %cause, "invocation failed");
-                Err(Failure {
-                    cause,
-                    request_id: context.request_id.clone(),
-                })
+                tally.failed(cause.error_type());
+                Err(Failure::new(cause, &context.request_id))
             }
         }
     }
     .instrument(span)
-    .await
+    .await;
+    app.emit(&tally);
+    result
 }
 
-async fn run(app: &App, payload: &Value, context: &Context) -> Result<(), HandlerError> {
+async fn run(
+    app: &App,
+    payload: &Value,
+    context: &Context,
+    tally: &mut Tally,
+) -> Result<(), HandlerError> {
     let user = match parse(payload)? {
         Action::Nothing => {
             info!("forgot-password confirmation: nothing to record");
@@ -181,13 +201,45 @@ async fn run(app: &App, payload: &Value, context: &Context) -> Result<(), Handle
         lambda_deadline_ms = context.deadline,
         "time left for this invocation"
     );
-    let outcome = app.record(&user, deadline).await?;
-    info!(
-        outcome = outcome.as_str(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "user recorded"
-    );
-    Ok(())
+    // With a park queue, the write ends early enough to park the user in what is left.
+    let write_by = if app.parks() {
+        deadline.checked_sub(PARK_TIMEOUT).unwrap_or(started)
+    } else {
+        deadline
+    };
+    let error = match app.record(&user, write_by).await {
+        Ok(outcome) => {
+            tally.wrote(outcome, started.elapsed());
+            info!(
+                outcome = outcome.as_str(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "user recorded"
+            );
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    if !error.is_outage() {
+        return Err(error.into());
+    }
+    match app.park(&user, deadline).await {
+        None => Err(error.into()),
+        Some(Ok(())) => {
+            tally.parked += 1;
+            let cause = HandlerError::from(error);
+            tracing::warn!(
+                error_type = cause.error_type(),
+                error = %cause,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "the user could not be recorded now and was parked for replay"
+            );
+            Ok(())
+        }
+        Some(Err(park_error)) => {
+            tracing::error!(error = %park_error, "the user could not be parked either");
+            Err(error.into())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +297,7 @@ mod tests {
             .into(),
             RecordError::Insert {
                 message: "ERROR 42501: permission denied for table users".into(),
+                code: Some("42501".into()),
             }
             .into(),
             RecordError::Timeout {

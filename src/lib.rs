@@ -10,6 +10,9 @@ pub mod db;
 pub mod deadline;
 pub mod event;
 pub mod handler;
+pub mod metrics;
+pub mod park;
+pub mod replay;
 pub mod tls;
 pub mod user;
 

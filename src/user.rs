@@ -66,6 +66,29 @@ impl NewUser {
     }
 }
 
+impl NewUser {
+    /// A user from the row's four values (a parked message), checked as attributes are. Errors
+    /// name the column.
+    pub fn checked(
+        sub: &str,
+        email: &str,
+        handle: &str,
+        display_name: &str,
+    ) -> Result<Self, InvalidUser> {
+        let required = |column: &'static str, value: &str| -> Result<String, InvalidUser> {
+            optional(column, Some(value))?
+                .map(str::to_owned)
+                .ok_or(InvalidUser::Missing(column))
+        };
+        Ok(Self {
+            sub: required("sub", sub)?,
+            email: required("email", email)?,
+            handle: required("handle", handle)?,
+            display_name: required("display_name", display_name)?,
+        })
+    }
+}
+
 /// An attribute value: `None` when absent or blank, an error when it cannot be stored.
 fn optional<'a>(key: &'static str, value: Option<&'a str>) -> Result<Option<&'a str>, InvalidUser> {
     let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
