@@ -9,10 +9,10 @@ use lambda_runtime::tracing::subscriber::{self, filter::LevelFilter};
 use crate::helpers::{TestApp, invoke, sign_up, unique};
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.0.lock().expect("log buffer").clone()).expect("utf-8 logs")
     }
 }
@@ -35,7 +35,7 @@ impl<'a> MakeWriter<'a> for Captured {
 }
 
 /// Captures everything, at TRACE, in the JSON format Lambda's log controls select.
-fn capture() -> (Captured, lambda_runtime::tracing::dispatcher::DefaultGuard) {
+pub(crate) fn capture() -> (Captured, lambda_runtime::tracing::dispatcher::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = subscriber::fmt()
         .json()
@@ -47,7 +47,7 @@ fn capture() -> (Captured, lambda_runtime::tracing::dispatcher::DefaultGuard) {
     (captured, guard)
 }
 
-fn assert_clean(logs: &str, forbidden: &[&str]) {
+pub(crate) fn assert_clean(logs: &str, forbidden: &[&str]) {
     for word in forbidden {
         assert!(!logs.contains(word), "logs contain {word:?}:\n{logs}");
     }

@@ -19,4 +19,5 @@ mod exactly_once;
 mod faults;
 mod least_privilege;
 mod logs;
+mod parking;
 mod tls;

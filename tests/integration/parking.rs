@@ -1,0 +1,484 @@
+//! No confirmed user lost while the database is down (#12): with `PARK_QUEUE_URL`, an outage parks
+//! the user on SQS (moto's, over HTTP, through the real SDK) and answers Cognito with success;
+//! the same function consuming the queue writes each user exactly once. SQS's event source
+//! mapping is played by [`Esm`]: receive, invoke, delete what succeeded, offer the failures again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use cognito_post_confirmation::App;
+use cognito_post_confirmation::park;
+use cognito_post_confirmation::user::NewUser;
+use futures::future::join_all;
+use local_stack::Stack;
+use serde_json::{Value, json};
+use tracing::instrument::WithSubscriber;
+use tracing::subscriber::NoSubscriber;
+
+use crate::helpers::{TestApp, config_from, invoke, invoke_with_deadline, sign_up, unique};
+use crate::logs::{assert_clean, capture};
+
+/// A park queue with its dead-letter queue, on the stack's moto. (Every receive counts towards
+/// `maxReceiveCount`, [`Queues::peek`]'s too.)
+struct Queues {
+    sqs: aws_sdk_sqs::Client,
+    park_url: String,
+    dead_letter_url: String,
+}
+
+/// The subscriber of the test's own SQS calls (`.with_subscriber(quiet())`): none. At TRACE the
+/// SDK logs message bodies, and the log assertions are about what the function logs.
+fn quiet() -> NoSubscriber {
+    NoSubscriber::default()
+}
+
+impl Queues {
+    async fn create(test: &TestApp<'_>, max_receives: usize) -> Queues {
+        let sqs = aws_sdk_sqs::Client::new(&test.sdk);
+        let name = format!("parked-{}", unique());
+        let dead_letter_url = sqs
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .with_subscriber(quiet())
+            .await
+            .expect("create the dead-letter queue")
+            .queue_url
+            .expect("queue url");
+        let dead_letter_arn = queue_arn(&sqs, &dead_letter_url).await;
+        let redrive =
+            json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receives});
+        let park_url = sqs
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .with_subscriber(quiet())
+            .await
+            .expect("create the park queue")
+            .queue_url
+            .expect("queue url");
+        Queues {
+            sqs,
+            park_url,
+            dead_letter_url,
+        }
+    }
+
+    /// Receives what `url` holds now (without consuming it: it is visible again at once).
+    async fn peek(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut all = Vec::new();
+        loop {
+            let batch = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .send()
+                .with_subscriber(quiet())
+                .await
+                .expect("receive")
+                .messages
+                .unwrap_or_default();
+            if batch.is_empty() {
+                break;
+            }
+            all.extend(batch);
+        }
+        for message in &all {
+            self.offer_again(url, message).await;
+        }
+        all
+    }
+
+    async fn offer_again(&self, url: &str, message: &aws_sdk_sqs::types::Message) {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(message.receipt_handle().expect("receipt handle"))
+            .visibility_timeout(0)
+            .send()
+            .with_subscriber(quiet())
+            .await
+            .expect("change visibility");
+    }
+
+    async fn send(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.park_url)
+            .message_body(body)
+            .send()
+            .with_subscriber(quiet())
+            .await
+            .expect("send");
+    }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .with_subscriber(quiet())
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+        .expect("queue arn")
+}
+
+/// Lambda's SQS event source mapping, for one pass over the queue: batches of up to 10, the
+/// function invoked with each, the messages it did not report as failed deleted, the failed ones
+/// visible again at once (instead of after the visibility timeout).
+struct Esm;
+
+impl Esm {
+    /// Passes over the queue until it is empty or `passes` are done; the failed ids of every
+    /// batch, in order.
+    async fn run(app: &App, queues: &Queues, passes: usize) -> Vec<Vec<String>> {
+        let mut reports = Vec::new();
+        for _ in 0..passes {
+            let messages = queues
+                .sqs
+                .receive_message()
+                .queue_url(&queues.park_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .send()
+                .with_subscriber(quiet())
+                .await
+                .expect("receive")
+                .messages
+                .unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            let records: Vec<Value> = messages
+                .iter()
+                .map(|m| {
+                    json!({
+                        "messageId": m.message_id(),
+                        "receiptHandle": m.receipt_handle(),
+                        "body": m.body(),
+                        "attributes": {},
+                        "messageAttributes": {},
+                        "eventSource": "aws:sqs",
+                        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:parked",
+                        "awsRegion": "us-east-1",
+                    })
+                })
+                .collect();
+            let response = invoke(app, json!({ "Records": records }))
+                .await
+                .expect("a replay invocation never fails as a whole");
+            let failed: Vec<String> = response["batchItemFailures"]
+                .as_array()
+                .expect("a partial batch response")
+                .iter()
+                .map(|f| f["itemIdentifier"].as_str().expect("an id").to_owned())
+                .collect();
+            for message in &messages {
+                if failed
+                    .iter()
+                    .any(|id| Some(id.as_str()) == message.message_id())
+                {
+                    queues.offer_again(&queues.park_url, message).await;
+                } else {
+                    queues
+                        .sqs
+                        .delete_message()
+                        .queue_url(&queues.park_url)
+                        .receipt_handle(message.receipt_handle().expect("receipt handle"))
+                        .send()
+                        .with_subscriber(quiet())
+                        .await
+                        .expect("delete");
+                }
+            }
+            reports.push(failed);
+        }
+        reports
+    }
+}
+
+/// The EMF lines an app wrote, parsed.
+#[derive(Clone, Default)]
+struct Metrics(Arc<Mutex<Vec<Value>>>);
+
+impl Metrics {
+    fn attach(&self, app: App) -> App {
+        let lines = self.0.clone();
+        app.with_metrics_sink(Arc::new(move |line: &str| {
+            let document = serde_json::from_str(line).expect("a metric line is JSON");
+            lines.lock().expect("metrics").push(document);
+        }))
+    }
+
+    fn sum(&self, metric: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("metrics")
+            .iter()
+            .filter_map(|d| d.get(metric).and_then(Value::as_u64))
+            .sum()
+    }
+
+    fn failed(&self, error_type: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("metrics")
+            .iter()
+            .filter(|d| d["ErrorType"] == error_type)
+            .filter_map(|d| d["Failed"].as_u64())
+            .sum()
+    }
+
+    fn text(&self) -> String {
+        let documents = self.0.lock().expect("metrics");
+        documents.iter().map(|d| format!("{d}\n")).collect()
+    }
+}
+
+fn parked_env(test: &TestApp<'_>, queue_url: &str) -> HashMap<&'static str, String> {
+    let mut env = test.env();
+    env.insert("PARK_QUEUE_URL", queue_url.to_owned());
+    env
+}
+
+fn new_user(tag: &str) -> (String, Value) {
+    let sub = format!("sub-{tag}-{}", unique());
+    let email = format!("private.{sub}@example.com");
+    let event = sign_up(&sub, &email, Some("parked_handle"), Some("Parked Name"));
+    (sub, event)
+}
+
+fn rows_per_user(test: &TestApp<'_>) -> HashMap<String, usize> {
+    let mut rows = HashMap::new();
+    for sub in test.query("SELECT cognito_user_id FROM public.users") {
+        *rows.entry(sub).or_default() += 1;
+    }
+    rows
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_outage_parks_every_sign_up_and_the_replay_writes_each_exactly_once() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let queues = Queues::create(&test, 10).await;
+    let metrics = Metrics::default();
+    let env = parked_env(&test, &queues.park_url);
+    // Three warm execution environments.
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        let app = metrics.attach(test.start_with(config_from(&env)).await);
+        let (_, event) = new_user("warm");
+        invoke(&app, event).await.expect("before the outage");
+        apps.push(app);
+    }
+    let (captured, _guard) = capture();
+
+    stack.bouncer.stop();
+    let burst: Vec<(String, Value)> = (0..12).map(|_| new_user("burst")).collect();
+    let started = Instant::now();
+    let answers = join_all(
+        burst
+            .iter()
+            .enumerate()
+            .map(|(i, (_, event))| invoke(&apps[i % apps.len()], event.clone())),
+    )
+    .await;
+    for ((_, event), answer) in burst.iter().zip(answers) {
+        let returned = answer.expect("a parked sign-up succeeds");
+        assert_eq!(&returned, event, "Cognito gets its event back");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(metrics.sum("Parked"), 12);
+    assert_eq!(test.count_users(), 3, "nothing written during the outage");
+    let parked = queues.peek(&queues.park_url).await;
+    assert_eq!(parked.len(), 12);
+    let mut parked_subs: Vec<String> = parked
+        .iter()
+        .map(|m| {
+            park::decode(m.body().expect("body"))
+                .expect("a parked user")
+                .0
+                .sub
+        })
+        .collect();
+    parked_subs.sort();
+    let mut burst_subs: Vec<String> = burst.iter().map(|(sub, _)| sub.clone()).collect();
+    burst_subs.sort();
+    assert_eq!(parked_subs, burst_subs);
+
+    // Without a park queue that works, the error is returned as before.
+    let mut broken = env.clone();
+    broken.insert(
+        "PARK_QUEUE_URL",
+        format!("{}/123456789012/no-such-queue", stack.moto.endpoint()),
+    );
+    let unparked = test.start_with(config_from(&broken)).await;
+    let error = invoke(&unparked, new_user("unparked").1)
+        .await
+        .expect_err("parking failed too");
+    assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
+
+    // Bad input is never parked, outage or not.
+    let mut bad = new_user("bad").1;
+    bad["request"]["userAttributes"]["email"] = json!("");
+    let error = invoke(&apps[0], bad).await.expect_err("bad input");
+    assert_eq!(error.error_type(), "InvalidUserAttributes");
+
+    // While the outage lasts, a replay fails the batch fast, attempting one write only.
+    let started = Instant::now();
+    let reports = Esm::run(&apps[0], &queues, 1).await;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].len(), 10, "the whole batch is offered again");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(queues.peek(&queues.park_url).await.len(), 12);
+
+    // The database is back: the replay writes each parked user once. One message is delivered
+    // twice (SQS is at-least-once), which must not double the user.
+    stack.bouncer.start();
+    queues.send(parked[0].body().expect("body")).await;
+    let reports = Esm::run(&apps[1], &queues, 10).await;
+    assert!(reports.iter().all(Vec::is_empty), "{reports:?}");
+    assert!(queues.peek(&queues.park_url).await.is_empty());
+    assert!(queues.peek(&queues.dead_letter_url).await.is_empty());
+    let rows = rows_per_user(&test);
+    assert_eq!(rows.len(), 15, "3 warm-up users and the 12 parked ones");
+    assert!(rows.values().all(|&n| n == 1), "{rows:?}");
+    for sub in &burst_subs {
+        assert_eq!(rows.get(sub), Some(&1), "{sub}");
+    }
+    let columns = test.query(&format!(
+        "SELECT email, handle, display_name FROM public.users WHERE cognito_user_id = '{}'",
+        burst_subs[0]
+    ));
+    assert_eq!(
+        columns,
+        [format!(
+            "private.{}@example.com|parked_handle|Parked Name",
+            burst_subs[0]
+        )]
+    );
+    assert_eq!(metrics.sum("Replayed"), 13);
+    assert_eq!(metrics.sum("Inserted"), 3 + 12);
+    assert_eq!(metrics.sum("AlreadyPresent"), 1);
+    assert!(metrics.failed("DatabaseConnectionError") >= 1);
+
+    // Nothing personal in the logs or the metrics of all this.
+    let logs = captured.text();
+    assert!(logs.contains("parked for replay"), "{logs}");
+    assert!(logs.contains("parked user replayed"), "{logs}");
+    let everything = format!("{logs}\n{}", metrics.text());
+    for (sub, _) in &burst {
+        assert_clean(
+            &everything,
+            &[&format!("private.{sub}"), "Parked Name", "parked_handle"],
+        );
+    }
+    assert_clean(&everything, &[&test.db.app_password]);
+}
+
+/// An INSERT that hangs (the proxy frozen) ends at its cap or at the deadline less the time kept
+/// for parking, and the user is parked inside Cognito's budget, even a short one.
+#[tokio::test]
+async fn a_hung_proxy_still_leaves_time_to_park() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let queues = Queues::create(&test, 5).await;
+    let app = test
+        .start_with(config_from(&parked_env(&test, &queues.park_url)))
+        .await;
+    invoke(&app, new_user("warm").1).await.expect("warm");
+    stack.bouncer.pause();
+    for budget in [Duration::from_secs(5), Duration::from_millis(1200)] {
+        let started = Instant::now();
+        invoke_with_deadline(&app, new_user("hung").1, budget)
+            .await
+            .expect("parked");
+        assert!(started.elapsed() < budget, "{:?}", started.elapsed());
+    }
+    stack.bouncer.resume();
+    assert_eq!(queues.peek(&queues.park_url).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_replay_of_a_user_who_already_has_a_row_succeeds_and_writes_nothing() {
+    let test = TestApp::new().await;
+    let queues = Queues::create(&test, 5).await;
+    let metrics = Metrics::default();
+    let app = metrics.attach(
+        test.start_with(config_from(&parked_env(&test, &queues.park_url)))
+            .await,
+    );
+    let (sub, event) = new_user("present");
+    invoke(&app, event).await.expect("recorded at sign-up");
+    // The INSERT committed, but its answer was lost, so the user was parked as well.
+    let user = NewUser::checked(&sub, "other@example.com", "other", "Other").expect("a user");
+    queues.send(&park::encode(&user, SystemTime::now())).await;
+    let reports = Esm::run(&app, &queues, 5).await;
+    assert_eq!(reports, [Vec::<String>::new()]);
+    assert!(queues.peek(&queues.park_url).await.is_empty());
+    assert_eq!(test.count_users(), 1);
+    let email = test.query("SELECT email FROM public.users");
+    assert_eq!(
+        email,
+        [format!("private.{sub}@example.com")],
+        "the row is never updated"
+    );
+    assert_eq!(metrics.sum("AlreadyPresent"), 1);
+    assert_eq!(metrics.sum("Replayed"), 1);
+}
+
+#[tokio::test]
+async fn poison_messages_end_in_the_dead_letter_queue_and_the_rest_of_the_batch_is_written() {
+    const MAX_RECEIVES: usize = 3;
+    let test = TestApp::new().await;
+    let queues = Queues::create(&test, MAX_RECEIVES).await;
+    let metrics = Metrics::default();
+    let app = metrics.attach(
+        test.start_with(config_from(&parked_env(&test, &queues.park_url)))
+            .await,
+    );
+    let (sub, _) = new_user("good");
+    let good = NewUser::checked(&sub, "good@example.com", "good", "Good").expect("a user");
+    let poison = [
+        "not json".to_owned(),
+        json!({"v": 1, "sub": "s", "email": "e"}).to_string(),
+        park::encode(&good, SystemTime::now()).replace("\"Good\"", "\"Go\\u0000od\""),
+    ];
+    for body in &poison {
+        queues.send(body).await;
+    }
+    queues.send(&park::encode(&good, SystemTime::now())).await;
+
+    let reports = Esm::run(&app, &queues, 20).await;
+    let failures: usize = reports.iter().map(Vec::len).sum();
+    assert_eq!(failures, poison.len() * MAX_RECEIVES, "{reports:?}");
+    assert!(queues.peek(&queues.park_url).await.is_empty());
+    let mut dead: Vec<String> = queues
+        .peek(&queues.dead_letter_url)
+        .await
+        .iter()
+        .map(|m| m.body().expect("body").to_owned())
+        .collect();
+    dead.sort();
+    let mut expected = poison.to_vec();
+    expected.sort();
+    assert_eq!(dead, expected);
+    assert_eq!(rows_per_user(&test).get(&sub), Some(&1));
+    assert_eq!(
+        metrics.failed("UndecodableMessage"),
+        (poison.len() * MAX_RECEIVES) as u64
+    );
+    assert_eq!(metrics.sum("Replayed"), 1);
+}
