@@ -73,6 +73,8 @@ async fn the_templates_empty_variables_count_as_unset_even_the_sdks_endpoint() {
         ("DB_CONNECT_TIMEOUT_MS", ""),
         ("DB_STATEMENT_TIMEOUT_MS", ""),
         ("DEADLINE_MARGIN_MS", ""),
+        ("PARK_QUEUE_URL", ""),
+        ("AWS_ENDPOINT_URL_SQS", ""),
     ]);
     // The process ends after its cold start: there is no Lambda Runtime API to serve here.
     assert!(output.contains("cold start complete"), "{output}");

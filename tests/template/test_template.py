@@ -55,11 +55,20 @@ CONTRACT_ENV = frozenset(
         "DB_CONNECT_TIMEOUT_MS",
         "DB_STATEMENT_TIMEOUT_MS",
         "DEADLINE_MARGIN_MS",
+        "PARK_QUEUE_URL",
         "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        "AWS_ENDPOINT_URL_SQS",
     }
 )
 # Set only for local runs, through --env-vars: a deployed stack must leave them empty.
-LOCAL_ONLY_ENV = frozenset({"DB_CA_PEM", "DEADLINE_MARGIN_MS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"})
+LOCAL_ONLY_ENV = frozenset(
+    {"DB_CA_PEM", "DEADLINE_MARGIN_MS", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_SQS"}
+)
+# What the function's role may do on the park queue: send (parking) and what Lambda's event source
+# mapping needs to replay it. Nothing on the dead-letter queue (SQS moves messages there itself).
+PARK_QUEUE_ACTIONS = frozenset({"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"})
+# The metrics namespace the function writes (src/metrics.rs).
+METRICS_NAMESPACE = re.search(r'pub const NAMESPACE: &str = "([^"]+)"', (REPO / "src" / "metrics.rs").read_text()).group(1)
 COGNITO_BUDGET_SECONDS = 5
 # The time budget (README "Time budget"; src/config.rs checks the same): a connect and an INSERT
 # at their caps, plus the deadline margin, fit in the Timeout; the INSERT's cap is at most the
@@ -485,6 +494,14 @@ def check_policies(template: dict) -> list[str]:
                 secret_grants += 1
         if "kms" in services:
             problems += check_kms_statement(template, where, statement, actions, resources, conds)
+        if "sqs" in services:
+            park = park_queue(template)
+            if not set(actions) <= PARK_QUEUE_ACTIONS:
+                problems.append(f"{where}: only {sorted(PARK_QUEUE_ACTIONS)} may be granted on SQS, got {actions}")
+            for resource, _ in resources:
+                target = getatt(resource)
+                if not (target and target[0] == park and target[1] == "Arn"):
+                    problems.append(f"{where}: SQS access must be on the park queue only, not {resource}")
     if secret_grants != 1:
         problems.append(f"expected exactly one identity statement granting GetSecretValue, found {secret_grants}")
     problems += check_managed_policies(template)
@@ -583,7 +600,108 @@ def check_cognito(template: dict) -> list[str]:
     return problems
 
 
-CHECKS = (check_function, check_vpc, check_network, check_policies, check_cognito)
+def park_queue(template: dict) -> str | None:
+    """The queue PARK_QUEUE_URL names."""
+    found = the_function(template)
+    if found is None:
+        return None
+    url = found[1].get("Properties", {}).get("Environment", {}).get("Variables", {}).get("PARK_QUEUE_URL")
+    queues = resources_of(template, "AWS::SQS::Queue")
+    return next((q for value, _ in alternatives(url) for q in queues if refers_to(value, q)), None)
+
+
+def check_parking(template: dict) -> list[str]:
+    """The park queue and its dead-letter queue: encrypted, TLS only, a redrive that happens
+    before messages expire, the function replaying with partial batch responses."""
+    name = park_queue(template)
+    if name is None:
+        return ["PARK_QUEUE_URL must name this template's park queue (when ParkOnOutage)"]
+    queues = resources_of(template, "AWS::SQS::Queue")
+    problems = []
+    for queue_name, queue in queues.items():
+        props = queue.get("Properties", {})
+        if props.get("SqsManagedSseEnabled") is not True and "KmsMasterKeyId" not in props:
+            problems.append(f"{queue_name}: not encrypted (it holds personal data)")
+        if queue.get("DeletionPolicy") != "Retain":
+            problems.append(f"{queue_name}: DeletionPolicy must be Retain (it may hold users not yet recorded)")
+    park = queues[name].get("Properties", {})
+    redrive = park.get("RedrivePolicy") or {}
+    dead = getatt(redrive.get("deadLetterTargetArn"))
+    if dead is None or dead[0] not in queues or dead[0] == name:
+        return problems + [f"{name}: RedrivePolicy must send to a dead-letter queue of this template"]
+    receives = int(redrive.get("maxReceiveCount", 0))
+    visibility = int(park.get("VisibilityTimeout", 30))
+    retention = int(park.get("MessageRetentionPeriod", 345600))
+    dead_retention = int(queues[dead[0]].get("Properties", {}).get("MessageRetentionPeriod", 345600))
+    timeout = the_function(template)[1].get("Properties", {}).get("Timeout", 3)
+    if not 1 <= receives <= 100:
+        problems.append(f"{name}: maxReceiveCount must be between 1 and 100, not {receives}")
+    if visibility < 6 * int(timeout):
+        problems.append(f"{name}: VisibilityTimeout {visibility} s is under 6x the function's Timeout")
+    if retention <= receives * visibility:
+        problems.append(f"{name}: messages expire ({retention} s) before {receives} receives {visibility} s apart move them to the dead-letter queue")
+    if dead_retention <= retention:
+        problems.append(f"{dead[0]}: MessageRetentionPeriod must exceed the park queue's (SQS counts from the original enqueue)")
+    tls_only = [
+        statement for _, statement, _, _ in policy_statements(template)
+        if statement.get("Effect") == "Deny"
+        and statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") in ("false", False)
+    ]
+    covered = {getatt(r)[0] for s in tls_only for r, _ in items(s.get("Resource")) if getatt(r)}
+    for queue_name in queues:
+        if queue_name not in covered:
+            problems.append(f"{queue_name}: no queue policy denying requests without TLS")
+    mappings = [m.get("Properties", {}) for m in resources_of(template, "AWS::Lambda::EventSourceMapping").values()]
+    replays = [m for m in mappings if refers_to(m.get("EventSourceArn"), name)]
+    if len(replays) != 1:
+        problems.append(f"{name}: expected one event source mapping replaying it, found {len(replays)}")
+    elif "ReportBatchItemFailures" not in replays[0].get("FunctionResponseTypes", []):
+        problems.append(f"{name}: the replay must use partial batch responses (ReportBatchItemFailures)")
+    return problems
+
+
+def check_alarms(template: dict) -> list[str]:
+    """Operators learn from an alarm: errors, throttles, durations near the timeout, parked
+    users, the oldest parked message's age and any dead letter."""
+    found = the_function(template)
+    if found is None:
+        return []
+    function, props = found[0], found[1].get("Properties", {})
+    alarms = [a.get("Properties", {}) for a in resources_of(template, "AWS::CloudWatch::Alarm").values()]
+
+    def on(namespace: str, metric: str, dimension: str, target: str | None) -> list[dict]:
+        return [
+            a for a in alarms
+            if a.get("Namespace") == namespace and a.get("MetricName") == metric
+            and any(d.get("Name") == dimension and target and refers_to(d.get("Value"), target)
+                    for d, _ in items(a.get("Dimensions")))
+        ]
+
+    problems = []
+    wanted = [
+        ("AWS/Lambda", "Errors", "FunctionName", function),
+        ("AWS/Lambda", "Throttles", "FunctionName", function),
+        ("AWS/Lambda", "Duration", "FunctionName", function),
+        (METRICS_NAMESPACE, "Parked", "FunctionName", function),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", park_queue(template)),
+    ]
+    dead = getatt((resources_of(template, "AWS::SQS::Queue").get(park_queue(template) or "", {})
+                   .get("Properties", {}).get("RedrivePolicy") or {}).get("deadLetterTargetArn"))
+    wanted.append(("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dead[0] if dead else None))
+    for namespace, metric, dimension, target in wanted:
+        if not on(namespace, metric, dimension, target):
+            problems.append(f"no alarm on {namespace} {metric} of {target}")
+    for alarm in on("AWS/Lambda", "Duration", "FunctionName", function):
+        timeout_ms = 1000 * int(props.get("Timeout", 3))
+        if not float(alarm.get("Threshold", timeout_ms)) < timeout_ms:
+            problems.append(f"the Duration alarm's threshold must be under the {timeout_ms} ms Timeout")
+    for alarm in alarms:
+        if alarm.get("AlarmActions") is None:
+            problems.append(f"alarm on {alarm.get('MetricName')}: no AlarmActions (the optional topic)")
+    return problems
+
+
+CHECKS = (check_function, check_vpc, check_network, check_policies, check_cognito, check_parking, check_alarms)
 
 
 def findings(template: dict) -> list[str]:
@@ -607,7 +725,8 @@ class TemplateIsSafe(unittest.TestCase):
         # Guards against a checker that passes because it found nothing to look at.
         deployed = translate(load_file(TEMPLATE))
         actions = {a for _, s, _, trust in policy_statements(deployed) if not trust for a in statement_actions(s)}
-        self.assertLessEqual({"secretsmanager:GetSecretValue", "kms:Decrypt"}, actions)
+        self.assertLessEqual({"secretsmanager:GetSecretValue", "kms:Decrypt"} | PARK_QUEUE_ACTIONS, actions)
+        self.assertTrue(park_queue(deployed))
         self.assertTrue(list(egress_rules(deployed)))
         self.assertTrue(function_security_groups(deployed))
 
@@ -807,6 +926,71 @@ class RejectsCarelessEdits(unittest.TestCase):
         template = self.mutated()
         template["Parameters"]["DbConnectTimeoutMs"]["MaxValue"] = 2500
         self.assertRejected(template, "may outlast the 4 s Timeout")
+
+    # -- parking --
+
+    def test_park_queue_unencrypted(self):
+        template = self.mutated()
+        template["Resources"]["ParkQueue"]["Properties"].pop("SqsManagedSseEnabled")
+        self.assertRejected(template, "ParkQueue: not encrypted")
+
+    def test_park_queue_deleted_with_the_stack(self):
+        template = self.mutated()
+        template["Resources"]["ParkDeadLetterQueue"]["DeletionPolicy"] = "Delete"
+        self.assertRejected(template, "ParkDeadLetterQueue: DeletionPolicy must be Retain")
+
+    def test_messages_expire_before_reaching_the_dead_letter_queue(self):
+        template = self.mutated()
+        template["Resources"]["ParkQueue"]["Properties"]["MessageRetentionPeriod"] = 3600
+        self.assertRejected(template, "before 24 receives 300 s apart")
+
+    def test_dead_letter_queue_keeps_less_than_the_park_queue(self):
+        template = self.mutated()
+        template["Resources"]["ParkDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] = 86400
+        self.assertRejected(template, "ParkDeadLetterQueue: MessageRetentionPeriod must exceed")
+
+    def test_no_dead_letter_queue(self):
+        template = self.mutated()
+        template["Resources"]["ParkQueue"]["Properties"].pop("RedrivePolicy")
+        self.assertRejected(template, "RedrivePolicy must send to a dead-letter queue")
+
+    def test_queue_policy_allowing_plain_http(self):
+        template = self.mutated()
+        template["Resources"]["ParkQueuesTlsOnly"]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"] = [
+            {"Fn::GetAtt": ["ParkQueue", "Arn"]}]
+        self.assertRejected(template, "ParkDeadLetterQueue: no queue policy denying requests without TLS")
+
+    def test_replay_without_partial_batch_responses(self):
+        template = self.mutated()
+        template["Resources"]["ParkQueueReplay"]["Properties"].pop("FunctionResponseTypes")
+        self.assertRejected(template, "partial batch responses")
+
+    def test_sqs_send_on_every_queue(self):
+        template = self.mutated()
+        statements_with(template, "sqs:SendMessage")[0]["Resource"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"}
+        self.assertRejected(template, "SQS access must be on the park queue only")
+
+    def test_sqs_purge_granted(self):
+        template = self.mutated()
+        statements_with(template, "sqs:DeleteMessage")[0]["Action"].append("sqs:PurgeQueue")
+        self.assertRejected(template, "may be granted on SQS")
+
+    def test_park_queue_url_not_this_templates_queue(self):
+        template = self.mutated()
+        variables = first(template, "AWS::Serverless::Function")["Properties"]["Environment"]["Variables"]
+        variables["PARK_QUEUE_URL"] = "https://sqs.us-east-1.amazonaws.com/111122223333/elsewhere"
+        self.assertRejected(template, "PARK_QUEUE_URL must name this template's park queue")
+
+    def test_dead_letter_alarm_removed(self):
+        template = self.mutated()
+        del template["Resources"]["ParkDeadLetterAlarm"]
+        self.assertRejected(template, "no alarm on AWS/SQS ApproximateNumberOfMessagesVisible of ParkDeadLetterQueue")
+
+    def test_duration_alarm_at_the_timeout(self):
+        template = self.mutated()
+        template["Resources"]["FunctionDurationAlarm"]["Properties"]["Threshold"] = 4000
+        self.assertRejected(template, "Duration alarm's threshold must be under the 4000 ms Timeout")
 
     def test_timeout_beyond_cognito_budget(self):
         template = self.mutated()
