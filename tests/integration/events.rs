@@ -13,6 +13,13 @@ enum Expect {
     },
     NoRow,
     Error(&'static str),
+    /// An SQS event from the park queue: answered with no failed message, and the parked user's row.
+    Replayed {
+        sub: &'static str,
+        email: &'static str,
+        handle: &'static str,
+        display_name: &'static str,
+    },
 }
 
 const SAMPLES: &[(&str, Expect)] = &[
@@ -38,6 +45,15 @@ const SAMPLES: &[(&str, Expect)] = &[
     (
         "sign-up-missing-email.json",
         Expect::Error("InvalidUserAttributes"),
+    ),
+    (
+        "parked-user.json",
+        Expect::Replayed {
+            sub: "b7c8d9e0-0000-4000-8000-00000000a11d",
+            email: "parked.user@example.com",
+            handle: "parked_user",
+            display_name: "Parked User",
+        },
     ),
 ];
 
@@ -90,6 +106,25 @@ async fn every_sample_event_behaves_as_documented() {
                 let error = result.expect_err(file);
                 assert_eq!(error.error_type(), *error_type, "{file}: {error}");
                 assert_eq!(test.count_users(), 0, "{file}");
+            }
+            Expect::Replayed {
+                sub,
+                email,
+                handle,
+                display_name,
+            } => {
+                assert_eq!(
+                    result.expect(file),
+                    serde_json::json!({"batchItemFailures": []}),
+                    "{file}: no failed message"
+                );
+                assert_eq!(
+                    test.query(
+                        "SELECT cognito_user_id, email, handle, display_name FROM public.users"
+                    ),
+                    vec![format!("{sub}|{email}|{handle}|{display_name}")],
+                    "{file}"
+                );
             }
         }
     }
