@@ -16,6 +16,8 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> IAM auth tokens: tests/golden/iam-tokens.json is what botocore makes"
+.venv/bin/python tests/golden/iam_tokens.py --check
 echo "==> SAM template"
 scripts/lint-template.sh
 echo "==> end to end: scripts/local.sh (cargo lambda watch + invoke on the local stack)"

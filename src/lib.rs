@@ -10,6 +10,7 @@ pub mod db;
 pub mod deadline;
 pub mod event;
 pub mod handler;
+pub mod iam;
 pub mod metrics;
 pub mod park;
 pub mod replay;
