@@ -10,10 +10,11 @@ use tokio::time::timeout_at;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Auth, Config};
 use crate::credentials::{self, Credentials, CredentialsError};
 use crate::db::{self, Connection, Outcome};
 use crate::deadline::{self, ColdStart};
+use crate::iam::{IamLogin, IamSetupError};
 use crate::metrics::{self, Sink, Tally};
 use crate::park::{ParkError, Parking};
 use crate::tls::{self, TlsError};
@@ -23,10 +24,15 @@ use crate::user::NewUser;
 /// (`DEADLINE_MARGIN_MS`, default 200 ms).
 pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// How often an INSERT refused with SQLSTATE 40001 (a serialization failure: Aurora DSQL's
+/// optimistic concurrency when a concurrent transaction committed first) is tried again, always
+/// inside the deadline. The INSERT is idempotent, so trying again is safe.
+pub const SERIALIZATION_RETRIES: u32 = 3;
+
 /// Everything a warm invocation reuses.
 pub struct App {
     config: Config,
-    secrets: aws_sdk_secretsmanager::Client,
+    login: Login,
     tls: MakeRustlsConnect,
     state: Mutex<State>,
     /// When the cold start ran; the first invocation shares Cognito's limit with it.
@@ -37,6 +43,21 @@ pub struct App {
     parking: Option<Parking>,
     metrics: Sink,
     function_name: String,
+}
+
+/// Where the credentials for a new connection come from (`DB_AUTH`).
+enum Login {
+    Secret(aws_sdk_secretsmanager::Client),
+    Iam(IamLogin),
+}
+
+impl Login {
+    async fn credentials(&self, config: &Config) -> Result<Credentials, CredentialsError> {
+        match self {
+            Login::Secret(client) => credentials::fetch(client, config).await,
+            Login::Iam(iam) => iam.credentials(config).await,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -52,6 +73,8 @@ pub enum InitError {
     Tls(#[from] TlsError),
     #[error("loading the TLS trust store failed: {0}")]
     TrustStoreTask(String),
+    #[error(transparent)]
+    Iam(#[from] IamSetupError),
 }
 
 /// Why a user could not be recorded. None of these messages holds personal data or secrets.
@@ -114,15 +137,19 @@ impl App {
     pub async fn init(config: Config, sdk: &SdkConfig) -> Result<Self, InitError> {
         let began = Instant::now();
         let deadline = began + config.connect_timeout;
-        let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+        // With IAM authentication no Secrets Manager client exists, so it is never called.
+        let login = match &config.auth {
+            Auth::Secret { .. } => Login::Secret(aws_sdk_secretsmanager::Client::new(sdk)),
+            Auth::Iam { service, user } => Login::Iam(IamLogin::new(*service, user, sdk)?),
+        };
         let extra_cas = config.extra_cas.clone();
         let trust_store = tokio::task::spawn_blocking(move || tls::client_config(&extra_cas));
-        let fetch = timeout_at(deadline.into(), credentials::fetch(&secrets, &config));
+        let fetch = timeout_at(deadline.into(), login.credentials(&config));
         let (trust_store, fetched) = tokio::join!(trust_store, fetch);
         let tls_config = trust_store.map_err(|e| InitError::TrustStoreTask(e.to_string()))??;
         let mut app = App {
             tls: MakeRustlsConnect::new(tls_config),
-            secrets,
+            login,
             state: Mutex::new(State::default()),
             config,
             cold_start: ColdStart {
@@ -152,11 +179,11 @@ impl App {
                 state.credentials = Some(credentials);
             }
             Ok(Err(error)) => {
-                warn!(%error, "cold start: could not read the database secret; the first invocation retries");
+                warn!(%error, "cold start: could not get the database credentials; the first invocation retries");
             }
             Err(_) => {
                 warn!(
-                    "cold start: reading the database secret timed out; the first invocation retries"
+                    "cold start: getting the database credentials timed out; the first invocation retries"
                 );
             }
         }
@@ -203,6 +230,7 @@ impl App {
         let started = Instant::now();
         let mut state = self.state.lock().await;
         let mut retried = false;
+        let mut conflicts = 0;
         loop {
             let client = match state.client.take() {
                 Some(client) if !client.is_closed() => client,
@@ -228,6 +256,17 @@ impl App {
             };
             match result {
                 Ok(outcome) => return Ok(outcome),
+                Err(error)
+                    if db::is_serialization_failure(&error)
+                        && conflicts < SERIALIZATION_RETRIES
+                        && Instant::now() < deadline =>
+                {
+                    conflicts += 1;
+                    info!(
+                        attempt = conflicts,
+                        "the INSERT met a concurrent commit (40001); trying again"
+                    );
+                }
                 Err(error) if db::is_connection_error(&error) => {
                     state.client = None;
                     if retried {
@@ -296,9 +335,16 @@ impl App {
         held: &mut Option<Credentials>,
         deadline: Instant,
     ) -> Result<Connection, RecordError> {
+        // An IAM token is reused for new connections until shortly before it expires.
         let credentials = match held.take() {
-            Some(credentials) => credentials,
-            None => self.fetch_credentials(deadline).await?,
+            Some(credentials)
+                if credentials
+                    .renew_after
+                    .is_none_or(|renew| Instant::now() < renew) =>
+            {
+                credentials
+            }
+            _ => self.fetch_credentials(deadline).await?,
         };
         let first = self.connect(&credentials, deadline).await;
         let login_rejected = matches!(&first, Err(Rejected::Login(_)));
@@ -327,16 +373,13 @@ impl App {
     async fn fetch_credentials(&self, deadline: Instant) -> Result<Credentials, RecordError> {
         let started = Instant::now();
         let limit = deadline.min(started + self.config.connect_timeout);
-        timeout_at(
-            limit.into(),
-            credentials::fetch(&self.secrets, &self.config),
-        )
-        .await
-        .map_err(|_| RecordError::Timeout {
-            stage: "reading the database secret",
-            elapsed_ms: started.elapsed().as_millis(),
-        })?
-        .map_err(RecordError::from)
+        timeout_at(limit.into(), self.login.credentials(&self.config))
+            .await
+            .map_err(|_| RecordError::Timeout {
+                stage: "getting the database credentials",
+                elapsed_ms: started.elapsed().as_millis(),
+            })?
+            .map_err(RecordError::from)
     }
 
     async fn connect(

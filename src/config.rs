@@ -9,12 +9,32 @@ use std::time::Duration;
 use crate::app::CANCEL_TIMEOUT;
 use crate::tls::ExtraCas;
 
+/// How the function logs in to the database (`DB_AUTH`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `secret` (the default): user and password from the Secrets Manager secret `DB_SECRET_ID`
+    /// (RDS secret JSON format).
+    Secret { secret_id: String },
+    /// `rds-iam` / `dsql-iam`: an IAM auth token for `DB_USER`; no secret.
+    Iam { service: IamService, user: String },
+}
+
+/// Whose IAM authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IamService {
+    /// RDS Proxy, or an RDS / Aurora PostgreSQL instance, with IAM authentication (`rds-iam`).
+    Rds,
+    /// Aurora DSQL (`dsql-iam`).
+    Dsql,
+}
+
 /// What the function needs to know before it can connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// `DB_SECRET_ID`: Secrets Manager secret id or ARN (RDS secret JSON format).
-    pub secret_id: String,
-    /// `DB_HOST`: overrides the secret's `host` (the RDS Proxy endpoint goes here).
+    /// `DB_AUTH` (with `DB_SECRET_ID` or `DB_USER`).
+    pub auth: Auth,
+    /// `DB_HOST`: overrides the secret's `host` (the RDS Proxy endpoint goes here); required with
+    /// IAM authentication.
     pub host: Option<String>,
     /// `DB_PORT`: overrides the secret's `port`.
     pub port: Option<u16>,
@@ -64,7 +84,47 @@ impl Config {
     /// Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        let secret_id = get("DB_SECRET_ID").ok_or(ConfigError::Missing("DB_SECRET_ID"))?;
+        let auth = match get("DB_AUTH").as_deref().map(str::trim) {
+            None | Some("secret") => {
+                if get("DB_USER").is_some() {
+                    return Err(invalid(
+                        "DB_USER",
+                        "is read only with DB_AUTH=rds-iam or dsql-iam; with a secret, its \
+                         `username` is the user",
+                    ));
+                }
+                Auth::Secret {
+                    secret_id: get("DB_SECRET_ID").ok_or(ConfigError::Missing("DB_SECRET_ID"))?,
+                }
+            }
+            Some(mode @ ("rds-iam" | "dsql-iam")) => {
+                if get("DB_SECRET_ID").is_some() {
+                    return Err(invalid(
+                        "DB_SECRET_ID",
+                        &format!("must not be set with DB_AUTH={mode}: no secret is read"),
+                    ));
+                }
+                if get("DB_HOST").is_none() {
+                    return Err(ConfigError::Missing("DB_HOST"));
+                }
+                Auth::Iam {
+                    service: if mode == "rds-iam" {
+                        IamService::Rds
+                    } else {
+                        IamService::Dsql
+                    },
+                    user: get("DB_USER")
+                        .map(|user| user.trim().to_owned())
+                        .ok_or(ConfigError::Missing("DB_USER"))?,
+                }
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "DB_AUTH",
+                    "expected secret (the default), rds-iam or dsql-iam",
+                ));
+            }
+        };
         let port = get("DB_PORT")
             .map(|value| match value.trim().parse::<u16>() {
                 Ok(port) if port > 0 => Ok(port),
@@ -127,7 +187,7 @@ impl Config {
             })
             .transpose()?;
         Ok(Self {
-            secret_id,
+            auth,
             host: get("DB_HOST"),
             port,
             dbname: get("DB_NAME"),
@@ -140,6 +200,16 @@ impl Config {
             deadline_margin,
             park_queue_url,
         })
+    }
+}
+
+impl Config {
+    /// The secret's id, or "" with IAM authentication (for messages).
+    pub fn secret_id(&self) -> &str {
+        match &self.auth {
+            Auth::Secret { secret_id } => secret_id,
+            Auth::Iam { .. } => "",
+        }
     }
 }
 
@@ -166,7 +236,13 @@ mod tests {
     #[test]
     fn only_the_secret_id_is_required() {
         let config = config(&[("DB_SECRET_ID", "db/app")]).unwrap();
-        assert_eq!(config.secret_id, "db/app");
+        assert_eq!(config.secret_id(), "db/app");
+        assert_eq!(
+            config.auth,
+            Auth::Secret {
+                secret_id: "db/app".into()
+            }
+        );
         assert_eq!(config.host, None);
         assert_eq!(config.port, None);
         assert_eq!(config.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
@@ -209,6 +285,59 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_millis(700));
         assert_eq!(config.statement_timeout, Duration::from_millis(900));
         assert_eq!(config.park_queue_url, None);
+    }
+
+    #[test]
+    fn iam_modes_need_host_and_user_and_no_secret() {
+        for (mode, service) in [("rds-iam", IamService::Rds), ("dsql-iam", IamService::Dsql)] {
+            let config = config(&[
+                ("DB_AUTH", mode),
+                ("DB_HOST", "db.example"),
+                ("DB_USER", "app"),
+            ])
+            .unwrap();
+            assert_eq!(
+                config.auth,
+                Auth::Iam {
+                    service,
+                    user: "app".into()
+                }
+            );
+            assert_eq!(config.port, None);
+            assert_eq!(config.dbname, None);
+            let error = super::tests::config(&[("DB_AUTH", mode), ("DB_USER", "app")]);
+            assert_eq!(error, Err(ConfigError::Missing("DB_HOST")));
+            let error = super::tests::config(&[("DB_AUTH", mode), ("DB_HOST", "h")]);
+            assert_eq!(error, Err(ConfigError::Missing("DB_USER")));
+            let error = super::tests::config(&[
+                ("DB_AUTH", mode),
+                ("DB_HOST", "h"),
+                ("DB_USER", "app"),
+                ("DB_SECRET_ID", "db/app"),
+            ])
+            .unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("DB_SECRET_ID is invalid: must not be set")
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_or_contradictory_login_configuration_names_the_variable() {
+        let error = config(&[("DB_AUTH", "iam"), ("DB_SECRET_ID", "s")]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("DB_AUTH is invalid"),
+            "{error}"
+        );
+        let error = config(&[("DB_SECRET_ID", "s"), ("DB_USER", "app")]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("DB_USER is invalid"),
+            "{error}"
+        );
+        let error = config(&[("DB_AUTH", "secret")]).unwrap_err();
+        assert_eq!(error, ConfigError::Missing("DB_SECRET_ID"));
     }
 
     #[test]
@@ -261,6 +390,8 @@ mod tests {
             "DB_STATEMENT_TIMEOUT_MS",
             "DEADLINE_MARGIN_MS",
             "PARK_QUEUE_URL",
+            "DB_AUTH",
+            "DB_USER",
         ] {
             pairs.push((var, ""));
         }

@@ -12,10 +12,13 @@ use crate::config::Config;
 #[derive(Clone, Debug)]
 pub struct Credentials {
     pub user: String,
+    /// The secret's password, or an IAM auth token.
     pub password: SecretString,
     pub host: String,
     pub port: u16,
     pub dbname: String,
+    /// For an IAM token: when to make a new one for the next connection (before it expires).
+    pub renew_after: Option<std::time::Instant>,
 }
 
 impl Credentials {
@@ -36,6 +39,8 @@ pub enum CredentialsError {
     Malformed { secret_id: String, reason: String },
     #[error("no database host: set DB_HOST or put `host` in secret `{secret_id}`")]
     NoHost { secret_id: String },
+    #[error("could not make an IAM auth token: {message}")]
+    Token { message: String },
 }
 
 #[derive(Deserialize)]
@@ -57,7 +62,7 @@ enum Port {
 
 /// Reads the secret named by the configuration and applies the configuration's overrides.
 pub async fn fetch(client: &Client, config: &Config) -> Result<Credentials, CredentialsError> {
-    let secret_id = &config.secret_id;
+    let secret_id = &config.secret_id().to_owned();
     let output = client
         .get_secret_value()
         .secret_id(secret_id)
@@ -78,7 +83,7 @@ pub async fn fetch(client: &Client, config: &Config) -> Result<Credentials, Cred
 /// Parses RDS secret JSON and applies `DB_HOST`/`DB_PORT`/`DB_NAME`.
 pub fn parse(json: &str, config: &Config) -> Result<Credentials, CredentialsError> {
     let malformed = |reason: String| CredentialsError::Malformed {
-        secret_id: config.secret_id.clone(),
+        secret_id: config.secret_id().to_owned(),
         reason,
     };
     // serde's messages quote the input (here: the password), so they are never used; a secret
@@ -99,7 +104,7 @@ pub fn parse(json: &str, config: &Config) -> Result<Credentials, CredentialsErro
         .clone()
         .or(secret.host.filter(|h| !h.trim().is_empty()))
         .ok_or_else(|| CredentialsError::NoHost {
-            secret_id: config.secret_id.clone(),
+            secret_id: config.secret_id().to_owned(),
         })?;
     if secret.username.trim().is_empty() {
         return Err(malformed("`username` is empty".to_owned()));
@@ -114,6 +119,7 @@ pub fn parse(json: &str, config: &Config) -> Result<Credentials, CredentialsErro
             .clone()
             .or(secret.dbname.filter(|d| !d.trim().is_empty()))
             .unwrap_or_else(|| "postgres".to_owned()),
+        renew_after: None,
     })
 }
 

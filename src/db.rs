@@ -130,6 +130,12 @@ pub fn is_connection_error(error: &Error) -> bool {
     }
 }
 
+/// Whether the statement lost an optimistic-concurrency race (SQLSTATE 40001) and may simply be
+/// run again.
+pub fn is_serialization_failure(error: &Error) -> bool {
+    error.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
 /// Whether the server (or proxy) refused the login, which after a rotation means the credentials
 /// we hold are stale. PgBouncer reports a failed login as a protocol error (08P01).
 pub fn is_login_rejected(error: &Error) -> bool {

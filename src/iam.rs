@@ -7,15 +7,100 @@
 //! `generate_db_connect_auth_token` / `generate_db_connect_admin_auth_token`), so the tokens are
 //! byte for byte the reference implementation's (tests/golden/iam-tokens.json).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
 /// How long a token is valid (the services' maximum, and the reference implementation's value).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+
+/// A token is used for new connections until this long after it was made, then a new one is
+/// made (it is valid for 15 minutes; a minute is kept for clock skew and a slow connect).
+pub const TOKEN_REUSE: Duration = Duration::from_secs(14 * 60);
+
+/// Logging in with IAM: makes a token for each new connection, reusing it while it is fresh.
+pub struct IamLogin {
+    action: Action,
+    user: String,
+    region: String,
+    provider: SharedCredentialsProvider,
+}
+
+/// Why IAM authentication cannot work in this environment (fails the cold start).
+#[derive(Debug, thiserror::Error)]
+pub enum IamSetupError {
+    #[error("AWS_REGION must be set for DB_AUTH={0} (the token is signed for a region)")]
+    NoRegion(&'static str),
+    #[error("DB_AUTH={0} needs AWS credentials (the execution role's), and none are configured")]
+    NoCredentials(&'static str),
+}
+
+impl IamLogin {
+    pub fn new(
+        service: crate::config::IamService,
+        user: &str,
+        sdk: &SdkConfig,
+    ) -> Result<Self, IamSetupError> {
+        use crate::config::IamService;
+        let (mode, action) = match service {
+            IamService::Rds => ("rds-iam", Action::RdsConnect),
+            IamService::Dsql => ("dsql-iam", Action::dsql_for(user)),
+        };
+        Ok(Self {
+            action,
+            user: user.to_owned(),
+            region: sdk
+                .region()
+                .ok_or(IamSetupError::NoRegion(mode))?
+                .to_string(),
+            provider: sdk
+                .credentials_provider()
+                .ok_or(IamSetupError::NoCredentials(mode))?,
+        })
+    }
+
+    /// Credentials for a new connection: `DB_HOST`, `DB_PORT` (5432), `DB_NAME` (`postgres`),
+    /// `DB_USER` and a token made now with the execution role's current credentials.
+    pub async fn credentials(
+        &self,
+        config: &crate::config::Config,
+    ) -> Result<crate::credentials::Credentials, crate::credentials::CredentialsError> {
+        use crate::credentials::CredentialsError;
+        let failed = |message: String| CredentialsError::Token { message };
+        let aws = self.provider.provide_credentials().await.map_err(|e| {
+            failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
+        })?;
+        let host = config.host.clone().unwrap_or_default();
+        let port = config.port.unwrap_or(5432);
+        let made = Instant::now();
+        let password = token(
+            self.action,
+            &host,
+            port,
+            &self.user,
+            &self.region,
+            &aws,
+            SystemTime::now(),
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        Ok(crate::credentials::Credentials {
+            user: self.user.clone(),
+            password: password.into(),
+            host,
+            port,
+            dbname: config
+                .dbname
+                .clone()
+                .unwrap_or_else(|| "postgres".to_owned()),
+            renew_after: Some(made + TOKEN_REUSE),
+        })
+    }
+}
 
 /// What a token lets its bearer do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -31,8 +31,13 @@ impl TestApp<'static> {
 impl<'s> TestApp<'s> {
     /// A new database and secret on `stack` (a test's own stack, for tests that break it).
     pub async fn on(stack: &'s Stack) -> TestApp<'s> {
+        TestApp::with_schema(stack, SCHEMA).await
+    }
+
+    /// A new database made by `schema_sql` (instead of sql/schema.sql) and secret on `stack`.
+    pub async fn with_schema(stack: &'s Stack, schema_sql: &str) -> TestApp<'s> {
         init_logs();
-        let db = stack.new_database(SCHEMA);
+        let db = stack.new_database(schema_sql);
         // The function logs in as a role with exactly the rights sql/app-role.sql grants.
         db.apply_app_role();
         let sdk = local_stack::kit::sdk_config(&stack.moto.endpoint()).await;

@@ -14,6 +14,7 @@ mod helpers;
 
 mod bad_input;
 mod cold_start;
+mod dsql;
 mod events;
 mod exactly_once;
 mod faults;

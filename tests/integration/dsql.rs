@@ -1,0 +1,125 @@
+//! Aurora DSQL's differences, on the local PostgreSQL: its schema file, and its optimistic
+//! concurrency (a conflicting commit fails with SQLSTATE 40001; the INSERT is tried again).
+
+use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
+use local_stack::Stack;
+
+use crate::helpers::{TestApp, invoke, sign_up, unique};
+
+const DSQL_SCHEMA: &str = include_str!("../../sql/dsql-schema.sql");
+
+/// Makes the next `n` INSERTs into public.users fail with 40001, as DSQL does when a concurrent
+/// transaction committed first. A sequence counts the attempts: unlike a table, it is not rolled
+/// back with the failed INSERT.
+fn conflict_first(test: &TestApp<'_>, n: u32) {
+    test.db.admin_psql(&format!(
+        "CREATE SEQUENCE public.insert_attempts;
+         CREATE FUNCTION public.conflict_first() RETURNS trigger LANGUAGE plpgsql
+           SECURITY DEFINER SET search_path = public AS $$
+         BEGIN
+           IF nextval('public.insert_attempts') <= {n} THEN
+             RAISE EXCEPTION 'change conflicts with another transaction, please retry: (OC000)'
+               USING ERRCODE = '40001';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER conflict_first BEFORE INSERT ON public.users
+           FOR EACH ROW EXECUTE FUNCTION public.conflict_first();"
+    ));
+}
+
+fn attempts(test: &TestApp<'_>) -> u32 {
+    test.query("SELECT last_value FROM public.insert_attempts")[0]
+        .parse()
+        .expect("a number")
+}
+
+fn new_user() -> serde_json::Value {
+    let sub = format!("sub-{}", unique());
+    sign_up(&sub, &format!("{sub}@example.com"), None, None)
+}
+
+#[tokio::test]
+async fn a_serialization_failure_is_retried_and_the_user_recorded_once() {
+    let test = TestApp::new().await;
+    conflict_first(&test, 2);
+    let app = test.start().await;
+    invoke(&app, new_user())
+        .await
+        .expect("recorded on the third try");
+    assert_eq!(attempts(&test), 3);
+    assert_eq!(test.count_users(), 1);
+}
+
+#[tokio::test]
+async fn serialization_failures_are_retried_a_bounded_number_of_times() {
+    let test = TestApp::new().await;
+    conflict_first(&test, 100);
+    let app = test.start().await;
+    let error = invoke(&app, new_user())
+        .await
+        .expect_err("always conflicts");
+    assert_eq!(error.error_type(), "DatabaseError", "{error}");
+    assert!(
+        error.cause().to_string().contains("40001"),
+        "{}",
+        error.cause()
+    );
+    assert_eq!(attempts(&test), 1 + SERIALIZATION_RETRIES);
+    assert_eq!(test.count_users(), 0);
+}
+
+/// sql/dsql-schema.sql uses nothing DSQL lacks, and, apart from DSQL's `CREATE INDEX ASYNC`
+/// (plain `CREATE INDEX` here), gives PostgreSQL the same table as sql/schema.sql: the same
+/// columns, types, defaults, unique key and index. The function records users in it.
+#[tokio::test]
+async fn the_dsql_schema_makes_the_same_table_and_uses_nothing_dsql_lacks() {
+    let code: String = DSQL_SCHEMA
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let statements = code.split(';').filter(|s| !s.trim().is_empty()).count();
+    assert_eq!(
+        statements, 2,
+        "one DDL statement each, each its own transaction"
+    );
+    let upper = code.to_uppercase();
+    for unsupported in [
+        "DO $$",
+        "PLPGSQL",
+        "TRIGGER",
+        "SEQUENCE",
+        "REFERENCES",
+        "BEGIN",
+    ] {
+        assert!(!upper.contains(unsupported), "{unsupported}");
+    }
+    assert_eq!(
+        upper.matches("CREATE INDEX").count(),
+        upper.matches("CREATE INDEX ASYNC").count(),
+        "DSQL builds secondary indexes asynchronously only"
+    );
+
+    let dsql = TestApp::with_schema(
+        Stack::shared(),
+        &DSQL_SCHEMA.replace("INDEX ASYNC", "INDEX"),
+    )
+    .await;
+    let postgres = TestApp::new().await;
+    let describe = "SELECT column_name, data_type, is_nullable, column_default \
+                    FROM information_schema.columns WHERE table_name = 'users' \
+                    ORDER BY column_name; \
+                    SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint \
+                    WHERE conrelid = 'public.users'::regclass ORDER BY conname; \
+                    SELECT indexname, indexdef FROM pg_indexes \
+                    WHERE tablename = 'users' ORDER BY indexname";
+    assert_eq!(
+        postgres.db.admin_psql(describe),
+        dsql.db.admin_psql(describe)
+    );
+    let app = dsql.start().await;
+    invoke(&app, new_user()).await.expect("recorded");
+    invoke(&app, new_user()).await.expect("recorded");
+    assert_eq!(dsql.count_users(), 2);
+}
