@@ -18,6 +18,7 @@ mod dsql;
 mod events;
 mod exactly_once;
 mod faults;
+mod iam;
 mod least_privilege;
 mod logs;
 mod parking;
