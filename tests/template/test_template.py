@@ -46,7 +46,9 @@ ALLOWED_MANAGED_POLICIES = frozenset({"AWSLambdaVPCAccessExecutionRole", "AWSLam
 # variables only); an empty value means unset (tests/integration/cold_start.rs proves it).
 CONTRACT_ENV = frozenset(
     {
+        "DB_AUTH",
         "DB_SECRET_ID",
+        "DB_USER",
         "DB_HOST",
         "DB_PORT",
         "DB_NAME",
@@ -228,6 +230,25 @@ def non_empty_condition(template: dict, condition: str, parameter: str) -> bool:
     return sorted(map(json.dumps, inner["Fn::Equals"])) == sorted(
         map(json.dumps, [{"Ref": parameter}, ""])
     )
+
+
+def implies(template: dict, condition: str, parameter: str, value: str) -> bool:
+    """Whether `condition` holds only when `parameter` equals `value` (directly or in an Fn::And)."""
+    body = template.get("Conditions", {}).get(condition)
+    wanted = sorted(map(json.dumps, [{"Ref": parameter}, value]))
+    if isinstance(body, dict) and list(body) == ["Fn::Equals"]:
+        return sorted(map(json.dumps, body["Fn::Equals"])) == wanted
+    if isinstance(body, dict) and list(body) == ["Fn::And"]:
+        for part in body["Fn::And"]:
+            if isinstance(part, dict) and list(part) == ["Condition"] and implies(template, part["Condition"], parameter, value):
+                return True
+            if isinstance(part, dict) and list(part) == ["Fn::Equals"] and sorted(map(json.dumps, part["Fn::Equals"])) == wanted:
+                return True
+    return False
+
+
+def only_in_mode(template: dict, conds: Conds, mode: str) -> bool:
+    return any(taken and implies(template, c, "DbAuth", mode) for c, taken in conds)
 
 
 def pattern_rejects(parameter: dict | None, *samples: str) -> bool:
@@ -452,7 +473,7 @@ def check_policies(template: dict) -> list[str]:
     problems = []
     function = the_function(template)
     env = function[1].get("Properties", {}).get("Environment", {}).get("Variables", {}) if function else {}
-    secret_param = ref_name(env.get("DB_SECRET_ID"))
+    secret_param = next((ref_name(v) for v, _ in alternatives(env.get("DB_SECRET_ID")) if ref_name(v)), None)
     if not pattern_rejects(
         param(template, secret_param),
         "*",
@@ -492,6 +513,26 @@ def check_policies(template: dict) -> list[str]:
                 problems.append(f"{where}: Secrets Manager access must be on the one secret (Ref {secret_param})")
             if "Principal" not in statement:  # identity policy (not the endpoint's resource policy)
                 secret_grants += 1
+            if not only_in_mode(template, conds, "secret"):
+                problems.append(f"{where}: Secrets Manager access must exist only when DbAuth=secret")
+        if "rds-db" in services:
+            if actions != ["rds-db:connect"]:
+                problems.append(f"{where}: only rds-db:connect may be granted, got {actions}")
+            if [literal(r) for r, _ in resources] != [
+                "arn:${AWS::Partition}:rds-db:${AWS::Region}:${AWS::AccountId}:dbuser:${DbResourceId}/${DbUser}"
+            ]:
+                problems.append(f"{where}: rds-db:connect must be on dbuser:${{DbResourceId}}/${{DbUser}} only")
+            if not only_in_mode(template, conds, "rds-iam"):
+                problems.append(f"{where}: rds-db:connect must exist only when DbAuth=rds-iam")
+        if "dsql" in services:
+            if not set(actions) <= {"dsql:DbConnect", "dsql:DbConnectAdmin"}:
+                problems.append(f"{where}: only dsql:DbConnect / dsql:DbConnectAdmin may be granted, got {actions}")
+            if [literal(r) for r, _ in resources] != [
+                "arn:${AWS::Partition}:dsql:${AWS::Region}:${AWS::AccountId}:cluster/${DsqlClusterId}"
+            ]:
+                problems.append(f"{where}: the DSQL connect action must be on cluster/${{DsqlClusterId}} only")
+            if not only_in_mode(template, conds, "dsql-iam"):
+                problems.append(f"{where}: the DSQL connect action must exist only when DbAuth=dsql-iam")
         if "kms" in services:
             problems += check_kms_statement(template, where, statement, actions, resources, conds)
         if "sqs" in services:
@@ -725,7 +766,11 @@ class TemplateIsSafe(unittest.TestCase):
         # Guards against a checker that passes because it found nothing to look at.
         deployed = translate(load_file(TEMPLATE))
         actions = {a for _, s, _, trust in policy_statements(deployed) if not trust for a in statement_actions(s)}
-        self.assertLessEqual({"secretsmanager:GetSecretValue", "kms:Decrypt"} | PARK_QUEUE_ACTIONS, actions)
+        self.assertLessEqual(
+            {"secretsmanager:GetSecretValue", "kms:Decrypt", "rds-db:connect", "dsql:DbConnect", "dsql:DbConnectAdmin"}
+            | PARK_QUEUE_ACTIONS,
+            actions,
+        )
         self.assertTrue(park_queue(deployed))
         self.assertTrue(list(egress_rules(deployed)))
         self.assertTrue(function_security_groups(deployed))
@@ -757,7 +802,7 @@ class RejectsCarelessEdits(unittest.TestCase):
     # -- IAM --
 
     def test_secret_resource_replaced_by_star_in_the_yaml(self):
-        needle = "Action: secretsmanager:GetSecretValue\n                Resource: !Ref DbSecretArn"
+        needle = "Action: secretsmanager:GetSecretValue\n                  Resource: !Ref DbSecretArn"
         self.assertTrue(needle in self.text, "the secret statement is not written as this test expects; update it")
         text = self.text.replace(needle, needle.replace("!Ref DbSecretArn", '"*"'))
         self.assertRejected(load_text(text), "wildcard Resource '*' for secretsmanager:GetSecretValue")
@@ -804,7 +849,7 @@ class RejectsCarelessEdits(unittest.TestCase):
     def test_kms_decrypt_granted_unconditionally(self):
         template = self.mutated()
         policies = first(template, "AWS::IAM::Role")["Properties"]["Policies"]
-        conditional = next(p for p in policies if isinstance(p, dict) and "Fn::If" in p)
+        conditional = next(p for p in policies if isinstance(p, dict) and p.get("Fn::If", [None])[0] == "HasDbSecretKmsKey")
         policies[policies.index(conditional)] = conditional["Fn::If"][1]
         self.assertRejected(template, "must exist only under the condition")
 
@@ -926,6 +971,49 @@ class RejectsCarelessEdits(unittest.TestCase):
         template = self.mutated()
         template["Parameters"]["DbConnectTimeoutMs"]["MaxValue"] = 2500
         self.assertRejected(template, "may outlast the 4 s Timeout")
+
+    # -- database login modes --
+
+    def conditional_policy(self, template: dict, condition: str) -> tuple[list, int]:
+        policies = first(template, "AWS::IAM::Role")["Properties"]["Policies"]
+        index = next(i for i, p in enumerate(policies) if isinstance(p, dict) and p.get("Fn::If", [None])[0] == condition)
+        return policies, index
+
+    def test_secret_read_in_every_mode(self):
+        template = self.mutated()
+        policies, index = self.conditional_policy(template, "UsesSecret")
+        policies[index] = policies[index]["Fn::If"][1]
+        self.assertRejected(template, "Secrets Manager access must exist only when DbAuth=secret")
+
+    def test_secrets_manager_endpoint_in_iam_modes(self):
+        template = self.mutated()
+        template["Conditions"]["ShouldCreateSecretsManagerEndpoint"] = {"Fn::Equals": [{"Ref": "CreateSecretsManagerEndpoint"}, "true"]}
+        self.assertRejected(template, "SecretsManagerEndpoint statement ReadTheDatabaseSecretOnly: Secrets Manager access must exist only when DbAuth=secret")
+
+    def test_rds_db_connect_as_any_user(self):
+        template = self.mutated()
+        statements_with(template, "rds-db:connect")[0]["Resource"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:rds-db:${AWS::Region}:${AWS::AccountId}:dbuser:${DbResourceId}/*"}
+        self.assertRejected(template, "rds-db:connect must be on dbuser:${DbResourceId}/${DbUser} only")
+
+    def test_rds_db_connect_in_every_mode(self):
+        template = self.mutated()
+        policies, index = self.conditional_policy(template, "UsesRdsIam")
+        policies[index] = policies[index]["Fn::If"][1]
+        self.assertRejected(template, "rds-db:connect must exist only when DbAuth=rds-iam")
+
+    def test_dsql_connect_on_every_cluster(self):
+        template = self.mutated()
+        statements_with(template, "dsql:DbConnect")[0]["Resource"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:dsql:${AWS::Region}:${AWS::AccountId}:cluster/*"}
+        self.assertRejected(template, "wildcard Resource")
+        self.assertRejected(template, "must be on cluster/${DsqlClusterId} only")
+
+    def test_dsql_connect_in_every_mode(self):
+        template = self.mutated()
+        policies, index = self.conditional_policy(template, "UsesDsqlIam")
+        policies[index] = policies[index]["Fn::If"][1]
+        self.assertRejected(template, "the DSQL connect action must exist only when DbAuth=dsql-iam")
 
     # -- parking --
 
