@@ -29,6 +29,7 @@
 )]
 
 mod certs;
+pub mod iam;
 pub mod kit;
 mod moto;
 mod pgbouncer;

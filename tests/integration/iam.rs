@@ -4,104 +4,34 @@
 //! logins through to PgBouncer. No secret exists: the SDK's endpoint is a dead port.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use cognito_post_confirmation::App;
 use local_stack::Stack;
+use local_stack::iam::{IamVerifier, SECRET_KEY};
 
 use crate::helpers::{TestApp, config_from, invoke, sign_up, unique};
 
-/// The credentials `local_stack::kit::sdk_config` gives the SDK.
-const ACCESS_KEY: &str = "test";
-const SECRET_KEY: &str = "test";
-
-struct Verifier {
-    child: Child,
-    _stdin: ChildStdin,
-    port: u16,
-    log: PathBuf,
-}
+struct Verifier;
 
 impl Verifier {
-    /// `service` is `rds-db` or `dsql`; tokens older than `max_age` are refused as expired.
-    fn start(test: &TestApp<'_>, service: &str, secret_key: &str, max_age: Duration) -> Verifier {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/local-stack/iam_verifier.py");
-        let log = std::env::temp_dir().join(format!("iam-verifier-{}.log", unique()));
-        let certs = &test.stack.certs;
-        let authority = if service == "rds-db" {
-            "localhost:{port}"
-        } else {
-            "localhost"
-        };
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--cert", &certs.server_cert.to_string_lossy()])
-            .args(["--key", &certs.server_key.to_string_lossy()])
-            .args(["--backend-port", &test.stack.bouncer.port().to_string()])
-            .args(["--backend-ca", &certs.ca_pem.to_string_lossy()])
-            .args(["--backend-password", &test.db.app_password])
-            .args(["--service", service, "--authority", authority])
-            .args(["--region", "us-east-1", "--access-key", ACCESS_KEY])
-            .args(["--secret-key", secret_key])
-            .args(["--max-age", &max_age.as_secs_f64().to_string()])
-            .args(["--log", &log.to_string_lossy()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start local-stack/iam_verifier.py");
-        let stdin = child.stdin.take().expect("stdin");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the verifier's port");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected verifier output {line:?}"));
-        Verifier {
-            child,
-            _stdin: stdin,
-            port,
-            log,
-        }
-    }
-
-    /// Its decisions so far, one per login ("accepted <user>", "rejected: <reason>").
-    fn decisions(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Verifier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
+    fn start(
+        test: &TestApp<'_>,
+        service: &str,
+        secret_key: &str,
+        max_age: Duration,
+    ) -> IamVerifier {
+        IamVerifier::start(test.stack, &test.db, service, secret_key, max_age)
     }
 }
 
 /// The function's environment for `mode` through `verifier`, and an SDK whose only working part
 /// is its credentials: any Secrets Manager call would fail.
-async fn iam_app(test: &TestApp<'_>, mode: &str, verifier: &Verifier) -> App {
-    let env: HashMap<&'static str, String> = HashMap::from([
-        ("DB_AUTH", mode.to_owned()),
-        ("DB_HOST", "localhost".to_owned()),
-        ("DB_PORT", verifier.port.to_string()),
-        ("DB_USER", test.db.role.clone()),
-        ("DB_NAME", test.db.name.clone()),
-        (
-            "DB_CA_FILE",
-            test.stack.certs.ca_pem.to_string_lossy().into_owned(),
-        ),
-    ]);
+async fn iam_app(test: &TestApp<'_>, mode: &str, verifier: &IamVerifier) -> App {
+    let env: HashMap<&'static str, String> = verifier
+        .env(mode, test.stack, &test.db)
+        .into_iter()
+        .collect();
     let sdk = local_stack::kit::sdk_config("http://127.0.0.1:9").await;
     App::init(config_from(&env), &sdk)
         .await
