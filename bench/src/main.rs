@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cognito_post_confirmation::{Config, credentials, db, tls, user::NewUser};
-use local_stack::{Stack, TestDb};
+use cognito_post_confirmation::{Config, credentials, db, iam, tls, user::NewUser};
+use local_stack::Stack;
 use runtime_api::RuntimeApi;
 use serde_json::{Value, json};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -62,11 +62,16 @@ fn user(kind: &str, n: usize) -> NewUser {
 }
 
 /// The function as Lambda starts it: a fresh process with the Runtime API in its environment.
-fn spawn_function(bootstrap: &PathBuf, api: &RuntimeApi, db: &TestDb, log: &str) -> Child {
+fn spawn_function(
+    bootstrap: &PathBuf,
+    api: &RuntimeApi,
+    env: &[(&'static str, String)],
+    log: &str,
+) -> Child {
     let log = std::fs::File::create(log).expect("log file");
     Command::new(bootstrap)
         .env_clear()
-        .envs(db.env())
+        .envs(env.iter().cloned())
         .env("PATH", "/usr/bin:/bin")
         .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", "cognito-post-confirmation")
@@ -147,36 +152,65 @@ async fn main() {
         }
     }
 
-    // Cold starts: a fresh process per sample, timed from spawn to the first answer.
+    // DB_AUTH=rds-iam: the same database behind the local IAM token verifier (a Python TLS
+    // front to PgBouncer), no secret. Its environment: the secret's, less the secret.
+    let verifier = local_stack::iam::IamVerifier::start(
+        &stack,
+        &db,
+        "rds-db",
+        local_stack::iam::SECRET_KEY,
+        Duration::from_secs(900),
+    );
+    let iam_env: Vec<(&'static str, String)> = env
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                *k,
+                "DB_SECRET_ID" | "DB_HOST" | "DB_PORT" | "DB_NAME" | "DB_CA_FILE"
+            ) && !k.starts_with("AWS_ENDPOINT_URL")
+        })
+        .cloned()
+        .chain(verifier.env("rds-iam", &stack, &db))
+        .collect();
+
+    // Cold starts: a fresh process per sample, timed from spawn to the first answer; secret and
+    // IAM alternate, so that drift in the machine's load hits both alike.
     let mut cold = Samples::default();
+    let mut cold_iam = Samples::default();
     let mut cold_rss = Vec::new();
     for n in 0..args.cold + 1 {
-        // A Runtime API per process: a killed process's pending `next` must not take an event.
-        let api = RuntimeApi::start().await.expect("runtime API");
-        let spawned = Instant::now();
-        let mut child = spawn_function(&args.bootstrap, &api, &db, "target/bench/cold.log");
-        let done = api
-            .invoke(&event("cold", n), limit)
-            .await
-            .expect("cold invocation");
-        assert!(
-            done.ok,
-            "cold start failed: {}",
-            String::from_utf8_lossy(&done.body)
-        );
-        if n > 0 {
-            // The first spawn pays for loading the binary from disk into the page cache.
-            cold.add(done.completed - spawned);
-            cold_rss.push(peak_rss_kib(child.id()));
+        for (mode_env, samples, kind) in [
+            (&env, &mut cold, "cold"),
+            (&iam_env, &mut cold_iam, "cold-iam"),
+        ] {
+            // A Runtime API per process: a killed process's pending `next` must not take an event.
+            let api = RuntimeApi::start().await.expect("runtime API");
+            let spawned = Instant::now();
+            let log = format!("target/bench/{kind}.log");
+            let mut child = spawn_function(&args.bootstrap, &api, mode_env, &log);
+            let done = api
+                .invoke(&event(kind, n), limit)
+                .await
+                .expect("cold invocation");
+            assert!(
+                done.ok,
+                "cold start failed ({kind}): {}",
+                String::from_utf8_lossy(&done.body)
+            );
+            if n > 0 {
+                // The first spawn pays for loading the binary from disk into the page cache.
+                samples.add(done.completed - spawned);
+                cold_rss.push(peak_rss_kib(child.id()));
+            }
+            child.kill().ok();
+            child.wait().ok();
         }
-        child.kill().ok();
-        child.wait().ok();
     }
 
     // Warm invocations and the bare persistent INSERT, in alternating blocks so that drift in
     // the machine's load hits both alike.
     let api = RuntimeApi::start().await.expect("runtime API");
-    let mut child = spawn_function(&args.bootstrap, &api, &db, "target/bench/warm.log");
+    let mut child = spawn_function(&args.bootstrap, &api, &env, "target/bench/warm.log");
     let bare = db::connect(&creds, &tls, Duration::from_secs(5))
         .await
         .expect("baseline connection");
@@ -230,6 +264,43 @@ async fn main() {
         per_call.add(t.elapsed());
     }
 
+    // The same through the IAM verifier: a fresh token, connect (TLS + cleartext token, then the
+    // verifier's own TLS + SCRAM to PgBouncer), the INSERT, close.
+    let mut per_call_iam = Samples::default();
+    let aws = aws_credential_types::Credentials::new(
+        local_stack::iam::ACCESS_KEY,
+        local_stack::iam::SECRET_KEY,
+        None,
+        None,
+        "bench",
+    );
+    for i in 0..args.connect_per_insert {
+        let t = Instant::now();
+        let token = iam::token(
+            iam::Action::RdsConnect,
+            "localhost",
+            verifier.port,
+            &db.role,
+            local_stack::iam::REGION,
+            &aws,
+            std::time::SystemTime::now(),
+        )
+        .expect("token");
+        let iam_creds = credentials::Credentials {
+            password: token.into(),
+            port: verifier.port,
+            ..creds.clone()
+        };
+        let connection = db::connect(&iam_creds, &tls, Duration::from_secs(5))
+            .await
+            .expect("connect through the verifier");
+        db::insert_user(&connection, &user("percall-iam", i))
+            .await
+            .expect("insert");
+        drop(connection);
+        per_call_iam.add(t.elapsed());
+    }
+
     let rows: u64 = db
         .admin_psql("SELECT count(*) FROM public.users")
         .trim()
@@ -248,6 +319,7 @@ async fn main() {
 
     let warm_ratio = ms(warm.p50()) / ms(persistent.p50());
     let cold_ratio = ms(cold.p50()) / ms(per_call.p50());
+    let cold_iam_ratio = ms(cold_iam.p50()) / ms(per_call_iam.p50());
     let mb = |b: u64| b as f64 / 1_000_000.0;
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
 
@@ -271,6 +343,17 @@ async fn main() {
     line(
         "part of cold start: one GetSecretValue (moto)",
         &secret_fetch,
+    );
+    line("function, DB_AUTH=rds-iam cold start", &cold_iam);
+    line(
+        "baseline: token + connect + INSERT per call (IAM)",
+        &per_call_iam,
+    );
+    println!(
+        "cold start rds-iam / secret = {:.2}; each over its connect-per-insert baseline: \
+         rds-iam {cold_iam_ratio:.2}, secret {cold_ratio:.2} (the local IAM verifier is a \
+         Python TLS front, so compare the ratios)",
+        ms(cold_iam.p50()) / ms(cold.p50())
     );
     println!(
         "peak RSS of the function: {:.1} MB (cold {:.1} MB, warm after {} calls {:.1} MB)",
@@ -317,6 +400,9 @@ async fn main() {
         "cold_start_p50_ms": ms(cold.p50()), "cold_start_p99_ms": ms(cold.p99()),
         "connect_per_insert_p50_ms": ms(per_call.p50()),
         "secret_fetch_p50_ms": ms(secret_fetch.p50()),
+        "cold_start_rds_iam_p50_ms": ms(cold_iam.p50()),
+        "connect_per_insert_rds_iam_p50_ms": ms(per_call_iam.p50()),
+        "cold_iam_ratio": cold_iam_ratio,
         "warm_ratio": warm_ratio, "cold_ratio": cold_ratio,
         "peak_rss_kib": peak_rss, "x86_64_bytes": x86_size, "arm64_bytes": arm_size,
         "rows": rows,
