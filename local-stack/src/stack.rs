@@ -301,7 +301,9 @@ impl TestDb {
             .with_context(|| format!("read {}", self.ca_pem.display()))?;
         Ok(json!({
             function: {
+                "DB_AUTH": "",
                 "DB_SECRET_ID": self.secret_id,
+                "DB_USER": "",
                 "DB_HOST": "localhost",
                 "DB_PORT": self.bouncer.port().to_string(),
                 "DB_NAME": self.name,
@@ -310,7 +312,9 @@ impl TestDb {
                 "DB_CONNECT_TIMEOUT_MS": "",
                 "DB_STATEMENT_TIMEOUT_MS": "",
                 "DEADLINE_MARGIN_MS": "",
+                "PARK_QUEUE_URL": "",
                 "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.moto.endpoint(),
+                "AWS_ENDPOINT_URL_SQS": "",
             }
         }))
     }

@@ -211,6 +211,24 @@ fn up_serves_the_app_database_and_stops_when_stdin_closes() {
         assert_eq!(function[key], env[key].as_str(), "{key}");
     }
     assert_eq!(function["DB_CA_FILE"], "", "no host path in the container");
+    // Every variable template.yaml declares is set (SAM would otherwise resolve the template's
+    // value, e.g. a queue's logical id for PARK_QUEUE_URL), and nothing else.
+    let template = include_str!("../../template.yaml");
+    let declared: std::collections::BTreeSet<&str> = template
+        .split("        Variables:\n")
+        .nth(1)
+        .expect("the function's Environment.Variables")
+        .lines()
+        .take_while(|line| line.starts_with("          "))
+        .filter_map(|line| line.trim().split(':').next())
+        .collect();
+    let set: std::collections::BTreeSet<&str> = function
+        .as_object()
+        .expect("the function's variables")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(set, declared);
     let pem = function["DB_CA_PEM"].as_str().expect("DB_CA_PEM");
     assert_eq!(
         pem,
