@@ -14,7 +14,7 @@
 //! Needs PostgreSQL 15, PgBouncer and the `.venv` with moto (`scripts/install-deps.sh`). When run
 //! as root, PostgreSQL and PgBouncer run as the `postgres` OS user (both refuse root).
 //! Nothing it starts outlives the test process, even a killed one: one janitor per process stops
-//! the services and removes their directories when the process ends (see `process.rs`).
+//! the servers and removes their directories when the process ends (see `process.rs`).
 //!
 //! Everything is synchronous (`std::process`, `std::net`); calling it from a `#[tokio::test]`
 //! blocks that test's runtime thread for the duration of the call, which is fine for set-up.
@@ -39,9 +39,9 @@ mod stack;
 pub use anyhow::{Error, Result};
 pub use certs::Certs;
 pub use moto::Moto;
-pub use pgbouncer::{PgBouncer, PgBouncerOptions};
+pub use pgbouncer::PgBouncer;
 pub use postgres::Postgres;
-pub use stack::{Stack, StackOptions, TestDb};
+pub use stack::{Stack, TestDb};
 
 /// The project's schema (sql/schema.sql), as the tests and `local-stack up` apply it.
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use local_stack::{SCHEMA, Stack, StackOptions};
+use local_stack::{SCHEMA, Stack};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let up = || -> Result<_, String> {
-        let stack = Stack::start_with(&StackOptions::default()).map_err(|e| format!("{e:?}"))?;
+        let stack = Stack::try_start().map_err(|e| format!("{e:?}"))?;
         let db = stack
             .create_app_database("app", "app", SCHEMA)
             .map_err(|e| format!("{e:?}"))?;

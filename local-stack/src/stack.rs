@@ -8,17 +8,18 @@ use serde_json::json;
 
 use crate::certs::Certs;
 use crate::moto::Moto;
-use crate::pgbouncer::{PgBouncer, PgBouncerOptions};
+use crate::pgbouncer::PgBouncer;
 use crate::postgres::{Postgres, quote_ident};
-use crate::process::{InstanceDir, random_hex};
+use crate::process::{instance_dir, random_hex};
 use anyhow::{Context, Result, anyhow};
+use tempfile::TempDir;
 
 /// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer, TLS both ways,
 /// SCRAM, transaction pooling) and Secrets Manager (moto).
 ///
-/// Fields are public so tests can drive each piece (`stack.pg.stop()`,
-/// `stack.moto.put_secret_value(..)`, ...). Dropping a `Stack` stops everything and removes its
-/// files; the one from [`Stack::shared`] is stopped when the process exits.
+/// Fields are public so tests can drive each piece (`stack.pg.stop()`, `stack.moto.pause()`, ...).
+/// Dropping a `Stack` stops everything and removes its files (once no [`TestDb`] of it is left);
+/// the one from [`Stack::shared`] is stopped by the janitor when the process exits.
 #[derive(Debug)]
 pub struct Stack {
     /// PgBouncer: what the application connects to (`host=localhost`, [`PgBouncer::port`]).
@@ -30,30 +31,22 @@ pub struct Stack {
     /// The CA (trusted by clients) and the certificate both servers present.
     pub certs: Certs,
     seq: AtomicU32,
-    dir: InstanceDir,
-}
-
-/// Settings of a [`Stack`].
-#[derive(Clone, Debug, Default)]
-pub struct StackOptions {
-    /// PgBouncer settings (pool size, ...).
-    pub bouncer: PgBouncerOptions,
+    /// Holds the certificates.
+    _dir: TempDir,
 }
 
 impl Stack {
-    /// Starts a stack with default options; panics with the reason (and the failing service's
-    /// log) if anything does not come up.
+    /// Starts a stack; panics with the reason (and the failing server's log) if anything does not
+    /// come up.
     pub fn start() -> Stack {
-        match Self::start_with(&StackOptions::default()) {
-            Ok(stack) => stack,
-            Err(e) => panic!("local-stack: starting the stack failed: {e:?}"),
-        }
+        Self::try_start()
+            .unwrap_or_else(|e| panic!("local-stack: starting the stack failed: {e:?}"))
     }
 
-    /// Starts a stack with the given options.
-    pub fn start_with(options: &StackOptions) -> Result<Stack> {
-        let dir = InstanceDir::create("stack")?;
-        let certs = Certs::generate(&dir.path().join("certs"))?;
+    /// [`Stack::start`] returning the error instead.
+    pub fn try_start() -> Result<Stack> {
+        let dir = instance_dir("stack")?;
+        let certs = Certs::generate(dir.path())?;
         // PostgreSQL (initdb) and moto (Python start-up) are slow and independent: overlap them.
         let moto = std::thread::spawn(Moto::launch);
         let pg = Postgres::start_tls(&certs);
@@ -61,14 +54,14 @@ impl Stack {
             .join()
             .unwrap_or_else(|_| Err(anyhow!("moto start-up thread panicked")));
         let (pg, moto) = (pg?, moto?);
-        let bouncer = PgBouncer::start_for(&pg, &certs, &options.bouncer)?;
+        let bouncer = PgBouncer::start_for(&pg, &certs)?;
         Ok(Stack {
             bouncer: Arc::new(bouncer),
             pg: Arc::new(pg),
             moto: Arc::new(moto),
             certs,
             seq: AtomicU32::new(0),
-            dir,
+            _dir: dir,
         })
     }
 
@@ -94,10 +87,8 @@ impl Stack {
     pub fn new_database(&self, schema_sql: &str) -> TestDb {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("test_{n}");
-        match self.create_app_database(&name, &format!("{name}_app"), schema_sql) {
-            Ok(db) => db,
-            Err(e) => panic!("local-stack: creating database {name} failed: {e:?}"),
-        }
+        self.create_app_database(&name, &format!("{name}_app"), schema_sql)
+            .unwrap_or_else(|e| panic!("local-stack: creating database {name} failed: {e:?}"))
     }
 
     /// [`Stack::new_database`] with the names chosen by the caller: database `name`, login role
@@ -117,7 +108,7 @@ impl Stack {
                  GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role_ident};\n"
             ),
         )?;
-        self.bouncer.refresh_auth(&self.pg, &[role])?;
+        self.bouncer.refresh_auth(&self.pg, role)?;
         let mut db = TestDb {
             name: name.to_owned(),
             role: role.to_owned(),
@@ -133,21 +124,6 @@ impl Stack {
             .moto
             .create_secret(name, &db.secret_json(&db.app_password))?;
         Ok(db)
-    }
-
-    /// Stops everything and removes all files (what `Drop` does; used at exit for the shared
-    /// stack, which is never dropped).
-    fn teardown(&self) {
-        self.bouncer.teardown();
-        self.pg.teardown();
-        self.moto.teardown();
-        self.dir.remove();
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.teardown();
     }
 }
 
@@ -178,36 +154,26 @@ impl TestDb {
     /// role: INSERT and SELECT on `public.users`, nothing else, plus its server-side timeouts.
     /// Panics on failure (test helper).
     pub fn apply_app_role(&self) {
-        if let Err(e) = self.try_apply_app_role() {
+        self.try_apply_app_role().unwrap_or_else(|e| {
             panic!(
                 "local-stack: applying sql/app-role.sql in {} failed: {e:?}",
                 self.name
-            );
-        }
+            )
+        });
     }
 
     /// [`TestDb::apply_app_role`] returning the error instead.
     pub fn try_apply_app_role(&self) -> Result<()> {
-        self.try_admin_psql(&format!(
-            "\\set app_role {}\n{}",
-            self.role,
-            crate::APP_ROLE
-        ))
-        .map(drop)
+        let sql = format!("\\set app_role {}\n{}", self.role, crate::APP_ROLE);
+        self.pg.admin_psql(&self.name, &sql).map(drop)
     }
 
     /// Runs SQL in this database as the superuser and returns psql's unaligned output (see
     /// [`Postgres::admin_psql`]). Panics with psql's error (test helper).
     pub fn admin_psql(&self, sql: &str) -> String {
-        match self.try_admin_psql(sql) {
-            Ok(out) => out,
-            Err(e) => panic!("local-stack: admin SQL in {} failed: {e:?}", self.name),
-        }
-    }
-
-    /// [`TestDb::admin_psql`] returning the error instead.
-    pub fn try_admin_psql(&self, sql: &str) -> Result<String> {
-        self.pg.admin_psql(&self.name, sql)
+        self.pg
+            .admin_psql(&self.name, sql)
+            .unwrap_or_else(|e| panic!("local-stack: admin SQL in {} failed: {e:?}", self.name))
     }
 
     /// `psql` arguments for an admin session in this database over the unix socket
@@ -246,31 +212,30 @@ impl TestDb {
     pub fn rotate_password(&self, new_password: &str) {
         let rotate = || -> Result<()> {
             self.pg.set_password(&self.role, new_password)?;
-            self.bouncer.refresh_auth(&self.pg, &[&self.role])?;
+            self.bouncer.refresh_auth(&self.pg, &self.role)?;
             self.moto
                 .put_secret_value(&self.secret_id, &self.secret_json(new_password))
         };
-        if let Err(e) = rotate() {
+        rotate().unwrap_or_else(|e| {
             panic!(
                 "local-stack: rotating the password of {} failed: {e:?}",
                 self.role
-            );
-        }
+            )
+        });
     }
 
     /// Puts a new secret version with `password` and changes nothing else: a secret that no
     /// longer matches the database (or, with the right password, one that is fixed again).
     /// Panics on failure (test helper).
     pub fn put_secret_password(&self, password: &str) {
-        if let Err(e) = self
-            .moto
+        self.moto
             .put_secret_value(&self.secret_id, &self.secret_json(password))
-        {
-            panic!(
-                "local-stack: updating secret {} failed: {e:?}",
-                self.secret_id
-            );
-        }
+            .unwrap_or_else(|e| {
+                panic!(
+                    "local-stack: updating secret {} failed: {e:?}",
+                    self.secret_id
+                )
+            });
     }
 
     /// Runs `sql` as the application role through PgBouncer over verified TLS, as the function
