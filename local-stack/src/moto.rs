@@ -1,7 +1,5 @@
 //! moto's server: the local stand-in for AWS Secrets Manager.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -11,7 +9,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::process::{Kind, Server, instance_dir, lock};
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -167,47 +165,29 @@ fn answers(_dir: &Path, port: u16) -> bool {
     secretsmanager_call(port, "ListSecrets", &json!({})).is_ok()
 }
 
-/// A hand-made HTTP/1.0 POST (no chunked encoding, the server closes the connection) with a
-/// SigV4-shaped Authorization header: moto reads the region from the credential scope and does
-/// not check the signature.
+/// One Secrets Manager call with a SigV4-shaped `Authorization` header: moto reads the region
+/// from its credential scope and does not check the signature.
 fn secretsmanager_call(port: u16, action: &str, body: &Value) -> Result<Value> {
+    const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 \
+        Credential=test/20250101/us-east-1/secretsmanager/aws4_request, \
+        SignedHeaders=host;x-amz-target, Signature=0";
     let what = || format!("secretsmanager.{action} on 127.0.0.1:{port}");
-    let body = body.to_string();
-    let request = format!(
-        "POST / HTTP/1.0\r\n\
-         Host: 127.0.0.1:{port}\r\n\
-         Content-Type: application/x-amz-json-1.1\r\n\
-         X-Amz-Target: secretsmanager.{action}\r\n\
-         X-Amz-Date: 20250101T000000Z\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/secretsmanager/aws4_request, \
-         SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={sig}\r\n\
-         Content-Length: {len}\r\n\
-         Connection: close\r\n\r\n{body}",
-        sig = "0".repeat(64),
-        len = body.len(),
-    );
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).with_context(what)?;
-    stream
-        .set_read_timeout(Some(HTTP_TIMEOUT))
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(format!("http://127.0.0.1:{port}/"))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("X-Amz-Target", format!("secretsmanager.{action}"))
+        .header("Authorization", AUTHORIZATION)
+        .send(body.to_string())
         .with_context(what)?;
-    stream
-        .set_write_timeout(Some(HTTP_TIMEOUT))
-        .with_context(what)?;
-    stream.write_all(request.as_bytes()).with_context(what)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).with_context(what)?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, payload) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!(format!("{}: malformed HTTP response", what())))?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!(format!("{}: no HTTP status in {head:?}", what())))?;
+    let status = response.status();
+    let text = response.body_mut().read_to_string().with_context(what)?;
     if status != 200 {
-        return Err(anyhow!(format!("{}: HTTP {status}: {payload}", what())));
+        bail!("{}: HTTP {status}: {text}", what());
     }
-    serde_json::from_str(payload).with_context(|| format!("{}: response is not JSON", what()))
+    serde_json::from_str(&text).with_context(|| format!("{}: response is not JSON", what()))
 }
