@@ -13,8 +13,7 @@ use nix::sys::signal::Signal;
 use crate::certs::Certs;
 use crate::postgres::{Postgres, quote_ident};
 use crate::process::{
-    Kind, Server, accepts_tcp, as_service_user, copy_for_service, instance_dir, lock, log_tail,
-    write_service_file,
+    Kind, Server, accepts_tcp, as_service_user, instance_dir, lock, log_tail, write_service_file,
 };
 
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,11 +66,7 @@ impl PgBouncer {
     /// [`PgBouncer::refresh_auth`].
     pub fn start_for(pg: &Postgres, certs: &Certs) -> Result<PgBouncer> {
         let dir = instance_dir("pgbouncer")?;
-        let path = dir.path();
-        copy_for_service(&certs.server_cert, &path.join("server.crt"), 0o644)?;
-        copy_for_service(&certs.server_key, &path.join("server.key"), 0o600)?;
-        copy_for_service(&certs.ca_pem, &path.join("ca.pem"), 0o644)?;
-        write_service_file(&path.join("userlist.txt"), b"", 0o600)?;
+        write_service_file(&dir.path().join("userlist.txt"), b"")?;
         let server = Server::start(&PGBOUNCER, dir, |dir, port| {
             let config = format!(
                 "[databases]\n\
@@ -98,18 +93,21 @@ impl PgBouncer {
                  ; except options: that one is rejected rather than silently dropped.\n\
                  ignore_startup_parameters = extra_float_digits\n\
                  client_tls_sslmode = require\n\
-                 client_tls_cert_file = {dir}/server.crt\n\
-                 client_tls_key_file = {dir}/server.key\n\
+                 client_tls_cert_file = {cert}\n\
+                 client_tls_key_file = {key}\n\
                  server_tls_sslmode = verify-full\n\
-                 server_tls_ca_file = {dir}/ca.pem\n\
+                 server_tls_ca_file = {ca}\n\
                  log_connections = 1\n\
                  log_disconnections = 1\n\
                  log_pooler_errors = 1\n\
                  stats_period = 3600\n",
                 pg_port = pg.port(),
                 dir = dir.display(),
+                cert = certs.server_cert.display(),
+                key = certs.server_key.display(),
+                ca = certs.ca_pem.display(),
             );
-            write_service_file(&dir.join("pgbouncer.ini"), config.as_bytes(), 0o600)
+            write_service_file(&dir.join("pgbouncer.ini"), config.as_bytes())
         })?;
         Ok(PgBouncer {
             server,
@@ -158,11 +156,7 @@ impl PgBouncer {
             .iter()
             .map(|(role, verifier)| format!("{} {}\n", quote_ident(role), quote_ident(verifier)))
             .collect();
-        write_service_file(
-            &self.server.dir().join("userlist.txt"),
-            text.as_bytes(),
-            0o600,
-        )?;
+        write_service_file(&self.server.dir().join("userlist.txt"), text.as_bytes())?;
         self.reload()
     }
 

@@ -9,9 +9,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
-use crate::process::{
-    Kind, Server, as_service_user, copy_for_service, instance_dir, run, write_service_file,
-};
+use crate::process::{Kind, Server, as_service_user, instance_dir, run, write_service_file};
 
 const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -96,16 +94,10 @@ impl Postgres {
         );
         let mut hba = String::from("local all postgres trust\n");
         if let Some(certs) = certs {
-            // Copies owned by the server's user with mode 0600: PostgreSQL refuses a key file
-            // that others (or a foreign owner) can read.
-            let cert = dir.path().join("server.crt");
-            let key = dir.path().join("server.key");
-            copy_for_service(&certs.server_cert, &cert, 0o644)?;
-            copy_for_service(&certs.server_key, &key, 0o600)?;
             conf.push_str(&format!(
                 "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
-                cert.display(),
-                key.display()
+                certs.server_cert.display(),
+                certs.server_key.display()
             ));
             hba.push_str(
                 "hostssl all all 127.0.0.1/32 scram-sha-256\n\
@@ -120,8 +112,8 @@ impl Postgres {
         let mut full = fs::read_to_string(&conf_path)
             .with_context(|| format!("read {}", conf_path.display()))?;
         full.push_str(&conf);
-        write_service_file(&conf_path, full.as_bytes(), 0o600)?;
-        write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
+        write_service_file(&conf_path, full.as_bytes())?;
+        write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes())?;
 
         let server = Server::start(&POSTGRES, dir, |_, _| Ok(()))?;
         Ok(Postgres { server })

@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -78,26 +77,19 @@ fn give_to_service_user(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `contents` to `path` with `mode`, owned by the service user; atomically (a temporary
-/// file renamed into place) so a reloading server never reads half a file.
-pub(crate) fn write_service_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+/// Writes `contents` to `path`, mode 0600 and owned by the service user (PostgreSQL refuses a
+/// key file that others can read); atomically (a temporary file renamed into place) so a
+/// reloading server never reads half a file.
+pub(crate) fn write_service_file(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut file = NamedTempFile::new_in(dir)
         .with_context(|| format!("create a file in {}", dir.display()))?;
     file.write_all(contents)
         .with_context(|| format!("write {}", file.path().display()))?;
-    fs::set_permissions(file.path(), fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", file.path().display()))?;
     give_to_service_user(file.path())?;
     file.persist(path)
         .with_context(|| format!("rename into {}", path.display()))?;
     Ok(())
-}
-
-/// Copies `from` to `to` with [`write_service_file`].
-pub(crate) fn copy_for_service(from: &Path, to: &Path, mode: u32) -> Result<()> {
-    let bytes = fs::read(from).with_context(|| format!("read {}", from.display()))?;
-    write_service_file(to, &bytes, mode)
 }
 
 // ------------------------------------------------------------------------------------------------
