@@ -47,3 +47,13 @@ pub use stack::{Stack, TestDb};
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
 /// The function's least-privilege role (sql/app-role.sql); see [`TestDb::apply_app_role`].
 pub const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
+
+/// What the test helpers do with an error: panic with the reason (a failing server's log
+/// included), since a test that cannot set up has nothing to test.
+#[track_caller]
+fn or_panic<T>(result: Result<T>, what: impl std::fmt::Display) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("local-stack: {what} failed: {e:?}"),
+    }
+}

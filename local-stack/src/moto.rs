@@ -8,8 +8,10 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::process::{Kind, Server, instance_dir, lock};
 use anyhow::{Context, Result, anyhow, bail};
+
+use crate::or_panic;
+use crate::process::{Kind, Server, instance_dir, lock};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,16 +75,12 @@ impl Moto {
 
     /// `CreateSecret` with a string value; returns the ARN.
     pub fn create_secret(&self, name: &str, secret_string: &str) -> Result<String> {
-        let arn = self.create_secret_unrecorded(name, secret_string)?;
-        lock(&self.secrets).push((name.to_owned(), secret_string.to_owned()));
-        Ok(arn)
-    }
-
-    fn create_secret_unrecorded(&self, name: &str, secret_string: &str) -> Result<String> {
-        let answer = self.call(
+        let answer = call(
+            self.port(),
             "CreateSecret",
-            &json!({"Name": name, "SecretString": secret_string}),
+            &create_request(name, secret_string),
         )?;
+        lock(&self.secrets).push((name.to_owned(), secret_string.to_owned()));
         answer["ARN"]
             .as_str()
             .map(str::to_owned)
@@ -91,10 +89,8 @@ impl Moto {
 
     /// `PutSecretValue`: a new current version (`AWSCURRENT`) of the secret named `name`.
     pub fn put_secret_value(&self, name: &str, secret_string: &str) -> Result<()> {
-        self.call(
-            "PutSecretValue",
-            &json!({"SecretId": name, "SecretString": secret_string}),
-        )?;
+        let request = json!({"SecretId": name, "SecretString": secret_string});
+        call(self.port(), "PutSecretValue", &request)?;
         for (recorded, value) in lock(&self.secrets).iter_mut() {
             if recorded == name {
                 *value = secret_string.to_owned();
@@ -105,17 +101,15 @@ impl Moto {
 
     /// `GetSecretValue`: the current `SecretString`.
     pub fn get_secret_value(&self, secret_id: &str) -> Result<String> {
-        let answer = self.call("GetSecretValue", &json!({"SecretId": secret_id}))?;
+        let answer = call(
+            self.port(),
+            "GetSecretValue",
+            &json!({"SecretId": secret_id}),
+        )?;
         answer["SecretString"]
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("GetSecretValue without SecretString: {answer}"))
-    }
-
-    /// One Secrets Manager JSON call (`X-Amz-Target: secretsmanager.<action>`). Errors carry the
-    /// HTTP status and moto's error body.
-    fn call(&self, action: &str, body: &Value) -> Result<Value> {
-        secretsmanager_call(self.port(), action, body)
     }
 
     /// Kills moto: calls then fail with "connection refused". Does nothing if it is not running.
@@ -125,21 +119,18 @@ impl Moto {
 
     /// Starts moto again on the same port after [`Moto::stop`] and re-creates the secrets made
     /// through [`Moto::create_secret`] with their latest values. Does nothing if it is running.
-    /// Panics with the reason and the log's last lines (test helper).
+    /// Panics on failure.
     pub fn start(&self) {
         let restart = || -> Result<()> {
-            if !self.server.start_again()? {
-                return Ok(());
-            }
-            let secrets = lock(&self.secrets).clone();
-            for (name, value) in secrets {
-                self.create_secret_unrecorded(&name, &value)?;
+            if self.server.start_again()? {
+                let secrets = lock(&self.secrets).clone();
+                for (name, value) in secrets {
+                    call(self.port(), "CreateSecret", &create_request(&name, &value))?;
+                }
             }
             Ok(())
         };
-        if let Err(e) = restart() {
-            panic!("local-stack: restarting moto failed: {e:?}");
-        }
+        or_panic(restart(), "restarting moto");
     }
 
     /// Freezes moto (SIGSTOP): calls hang until the client's timeout, like an unreachable
@@ -162,12 +153,16 @@ fn moto_command(_dir: &Path, port: u16) -> Result<Command> {
 }
 
 fn answers(_dir: &Path, port: u16) -> bool {
-    secretsmanager_call(port, "ListSecrets", &json!({})).is_ok()
+    call(port, "ListSecrets", &json!({})).is_ok()
+}
+
+fn create_request(name: &str, secret_string: &str) -> Value {
+    json!({"Name": name, "SecretString": secret_string})
 }
 
 /// One Secrets Manager call with a SigV4-shaped `Authorization` header: moto reads the region
 /// from its credential scope and does not check the signature.
-fn secretsmanager_call(port: u16, action: &str, body: &Value) -> Result<Value> {
+fn call(port: u16, action: &str, body: &Value) -> Result<Value> {
     const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 \
         Credential=test/20250101/us-east-1/secretsmanager/aws4_request, \
         SignedHeaders=host;x-amz-target, Signature=0";

@@ -11,6 +11,7 @@ use anyhow::{Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
+use crate::or_panic;
 use crate::postgres::{Postgres, quote_ident};
 use crate::process::{
     Kind, Server, accepts_tcp, as_service_user, instance_dir, lock, log_tail, write_service_file,
@@ -128,11 +129,9 @@ impl PgBouncer {
 
     /// Starts PgBouncer again after [`PgBouncer::stop`] on the same port, with the current auth
     /// file, and waits until it accepts TCP connections. Does nothing if it is running. Panics
-    /// with the reason and the log's last lines (test helper).
+    /// on failure.
     pub fn start(&self) {
-        if let Err(e) = self.server.start_again() {
-            panic!("local-stack: restarting pgbouncer failed: {e:?}");
-        }
+        or_panic(self.server.start_again(), "restarting pgbouncer");
     }
 
     /// Freezes PgBouncer (SIGSTOP): connections hang instead of failing, like an unresponsive

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
+use crate::or_panic;
 use crate::process::{Kind, Server, as_service_user, instance_dir, run, write_service_file};
 
 const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -136,12 +137,9 @@ impl Postgres {
     }
 
     /// Starts the server again after [`Postgres::stop`], on the same port and data directory, and
-    /// waits until it accepts connections. Does nothing if it is running. Panics with the reason
-    /// and the log's last lines (test helper).
+    /// waits until it accepts connections. Does nothing if it is running. Panics on failure.
     pub fn start(&self) {
-        if let Err(e) = self.server.start_again() {
-            panic!("local-stack: restarting postgres failed: {e:?}");
-        }
+        or_panic(self.server.start_again(), "restarting postgres");
     }
 
     /// Runs SQL (psql's meta-commands included) as the superuser `postgres` over the unix socket,

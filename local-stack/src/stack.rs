@@ -1,18 +1,20 @@
-//! Everything together: certificates, PostgreSQL with TLS, PgBouncer in front, moto.
+//! Everything together: certificates, PostgreSQL with TLS, PgBouncer in front, moto; and one
+//! test's database on it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use anyhow::{Context, Result, anyhow};
 use serde_json::json;
+use tempfile::TempDir;
 
 use crate::certs::Certs;
 use crate::moto::Moto;
+use crate::or_panic;
 use crate::pgbouncer::PgBouncer;
 use crate::postgres::{Postgres, quote_ident};
 use crate::process::{instance_dir, random_hex};
-use anyhow::{Context, Result, anyhow};
-use tempfile::TempDir;
 
 /// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer, TLS both ways,
 /// SCRAM, transaction pooling) and Secrets Manager (moto).
@@ -39,8 +41,7 @@ impl Stack {
     /// Starts a stack; panics with the reason (and the failing server's log) if anything does not
     /// come up.
     pub fn start() -> Stack {
-        Self::try_start()
-            .unwrap_or_else(|e| panic!("local-stack: starting the stack failed: {e:?}"))
+        or_panic(Self::try_start(), "starting the stack")
     }
 
     /// [`Stack::start`] returning the error instead.
@@ -69,7 +70,7 @@ impl Stack {
     /// thread) wait for it and share it. It is never dropped: when the process exits, however it
     /// exits, the janitor stops its processes and removes its files (see `process.rs`).
     ///
-    /// Tests that stop or reconfigure services should use their own [`Stack::start`] instead.
+    /// Tests that stop or pause servers use their own [`Stack::start`] instead.
     pub fn shared() -> &'static Stack {
         static SHARED: OnceLock<Stack> = OnceLock::new();
         // Concurrent callers wait for the first; if its start panics, the next caller retries
@@ -77,22 +78,20 @@ impl Stack {
         SHARED.get_or_init(Stack::start)
     }
 
-    /// A new database named `test_<n>`: creates a login role `test_<n>_app` with a random
-    /// password, applies `schema_sql` as the superuser, grants the role `SELECT, INSERT` on all
-    /// tables (and `USAGE, SELECT` on all sequences) in `public`, makes PgBouncer accept it, and
-    /// stores an RDS-style secret named `test_<n>` in moto. Each database has its own role, so a
-    /// test can rotate its password without disturbing tests running in parallel.
-    ///
-    /// Panics with the reason on failure (test helper); see [`Stack::create_app_database`].
+    /// A new database `test_<n>` with its own login role `test_<n>_app` and secret `test_<n>`
+    /// (see [`Stack::create_app_database`]). Each database has its own role, so a test can rotate
+    /// its password without disturbing tests running in parallel. Panics on failure.
     pub fn new_database(&self, schema_sql: &str) -> TestDb {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("test_{n}");
-        self.create_app_database(&name, &format!("{name}_app"), schema_sql)
-            .unwrap_or_else(|e| panic!("local-stack: creating database {name} failed: {e:?}"))
+        let db = self.create_app_database(&name, &format!("{name}_app"), schema_sql);
+        or_panic(db, format!("creating database {name}"))
     }
 
-    /// [`Stack::new_database`] with the names chosen by the caller: database `name`, login role
-    /// `role` (created before the schema runs, so the schema may grant it more), secret `name`.
+    /// Creates database `name` and login role `role` with a random password, applies
+    /// `schema_sql` as the superuser (after the role exists, so the schema may grant it more),
+    /// grants the role `SELECT, INSERT` on all tables (and `USAGE, SELECT` on all sequences) in
+    /// `public`, makes PgBouncer accept it, and stores an RDS-style secret named `name` in moto.
     pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
         let password = random_hex(16)?;
         self.pg.create_database(name)?;
@@ -101,27 +100,23 @@ impl Stack {
             .admin_psql(name, schema_sql)
             .with_context(|| format!("apply the schema to database {name}"))?;
         let role_ident = quote_ident(role);
-        self.pg.admin_psql(
-            name,
-            &format!(
-                "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role_ident};\n\
-                 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role_ident};\n"
-            ),
-        )?;
+        let grants = format!(
+            "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role_ident};\n\
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role_ident};\n"
+        );
+        self.pg.admin_psql(name, &grants)?;
         self.bouncer.refresh_auth(&self.pg, role)?;
-        let mut db = TestDb {
+        let db = TestDb {
             name: name.to_owned(),
             role: role.to_owned(),
             secret_id: name.to_owned(),
-            secret_arn: String::new(),
             app_password: password,
             ca_pem: self.certs.ca_pem.clone(),
             pg: Arc::clone(&self.pg),
             bouncer: Arc::clone(&self.bouncer),
             moto: Arc::clone(&self.moto),
         };
-        db.secret_arn = self
-            .moto
+        self.moto
             .create_secret(name, &db.secret_json(&db.app_password))?;
         Ok(db)
     }
@@ -129,8 +124,8 @@ impl Stack {
 
 /// A database of a [`Stack`] with its own login role and its secret in moto.
 ///
-/// It holds its own handles to the stack's services (no borrow), so it can be kept in a test's
-/// struct; once the `Stack` is dropped its methods fail.
+/// It holds its own handles to the stack's servers (no borrow), so it can be kept in a test's
+/// struct. Its methods that return no `Result` are test helpers: they panic with the reason.
 #[derive(Debug)]
 pub struct TestDb {
     /// Database name (also the secret's name).
@@ -139,8 +134,6 @@ pub struct TestDb {
     pub role: String,
     /// The secret's name, to pass as `SecretId`.
     pub secret_id: String,
-    /// The secret's ARN (changes if moto is restarted; the name does not).
-    pub secret_arn: String,
     /// The password the role was created with ([`TestDb::rotate_password`] does not update it).
     pub app_password: String,
     ca_pem: PathBuf,
@@ -152,14 +145,9 @@ pub struct TestDb {
 impl TestDb {
     /// Makes this database's login role exactly what sql/app-role.sql makes of the function's
     /// role: INSERT and SELECT on `public.users`, nothing else, plus its server-side timeouts.
-    /// Panics on failure (test helper).
     pub fn apply_app_role(&self) {
-        self.try_apply_app_role().unwrap_or_else(|e| {
-            panic!(
-                "local-stack: applying sql/app-role.sql in {} failed: {e:?}",
-                self.name
-            )
-        });
+        let what = format!("applying sql/app-role.sql in {}", self.name);
+        or_panic(self.try_apply_app_role(), what);
     }
 
     /// [`TestDb::apply_app_role`] returning the error instead.
@@ -169,27 +157,29 @@ impl TestDb {
     }
 
     /// Runs SQL in this database as the superuser and returns psql's unaligned output (see
-    /// [`Postgres::admin_psql`]). Panics with psql's error (test helper).
+    /// [`Postgres::admin_psql`]).
     pub fn admin_psql(&self, sql: &str) -> String {
-        self.pg
-            .admin_psql(&self.name, sql)
-            .unwrap_or_else(|e| panic!("local-stack: admin SQL in {} failed: {e:?}", self.name))
+        let what = format!("admin SQL in {}", self.name);
+        or_panic(self.pg.admin_psql(&self.name, sql), what)
     }
 
     /// `psql` arguments for an admin session in this database over the unix socket
     /// (`-h <socket dir> -p <port> -U postgres -d <name>`), for tests that need a session of
     /// their own (e.g. to hold a lock).
     pub fn admin_psql_args(&self) -> Vec<String> {
-        vec![
-            "-h".to_owned(),
-            self.pg.socket_dir().display().to_string(),
-            "-p".to_owned(),
-            self.pg.port().to_string(),
-            "-U".to_owned(),
-            "postgres".to_owned(),
-            "-d".to_owned(),
-            self.name.clone(),
-        ]
+        let socket_dir = self.pg.socket_dir().display().to_string();
+        let port = self.pg.port().to_string();
+        let args = [
+            "-h",
+            &socket_dir,
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            &self.name,
+        ];
+        args.map(str::to_owned).to_vec()
     }
 
     /// The RDS-format secret for this database with `password`:
@@ -208,7 +198,6 @@ impl TestDb {
 
     /// Changes the role's password the way a Secrets Manager rotation ends up: PostgreSQL first,
     /// then PgBouncer's auth file (reloaded), then the secret's current version.
-    /// Panics on failure (test helper).
     pub fn rotate_password(&self, new_password: &str) {
         let rotate = || -> Result<()> {
             self.pg.set_password(&self.role, new_password)?;
@@ -216,26 +205,16 @@ impl TestDb {
             self.moto
                 .put_secret_value(&self.secret_id, &self.secret_json(new_password))
         };
-        rotate().unwrap_or_else(|e| {
-            panic!(
-                "local-stack: rotating the password of {} failed: {e:?}",
-                self.role
-            )
-        });
+        or_panic(rotate(), format!("rotating the password of {}", self.role));
     }
 
     /// Puts a new secret version with `password` and changes nothing else: a secret that no
     /// longer matches the database (or, with the right password, one that is fixed again).
-    /// Panics on failure (test helper).
     pub fn put_secret_password(&self, password: &str) {
-        self.moto
-            .put_secret_value(&self.secret_id, &self.secret_json(password))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "local-stack: updating secret {} failed: {e:?}",
-                    self.secret_id
-                )
-            });
+        let put = self
+            .moto
+            .put_secret_value(&self.secret_id, &self.secret_json(password));
+        or_panic(put, format!("updating secret {}", self.secret_id));
     }
 
     /// Runs `sql` as the application role through PgBouncer over verified TLS, as the function
@@ -256,11 +235,11 @@ impl TestDb {
         )
     }
 
-    /// The `--env-vars` file of `sam local invoke` for the function `function`: what [`TestDb::env`]
-    /// gives the function, but the CA as PEM text (`DB_CA_PEM`), since only the build artifact is
-    /// mounted in the container. Every variable the function reads is set, empty meaning unset:
-    /// this file wins over the shell's environment, which SAM would otherwise pass on (a
-    /// `DB_CA_FILE` naming a host path, say).
+    /// The `--env-vars` file of `sam local invoke` for the function `function`: what
+    /// [`TestDb::env`] gives the function, but the CA as PEM text (`DB_CA_PEM`), since only the
+    /// build artifact is mounted in the container. Every variable the function reads is set,
+    /// empty meaning unset: this file wins over the shell's environment, which SAM would
+    /// otherwise pass on (a `DB_CA_FILE` naming a host path, say).
     pub fn sam_env(&self, function: &str) -> Result<serde_json::Value> {
         let ca = std::fs::read_to_string(&self.ca_pem)
             .with_context(|| format!("read {}", self.ca_pem.display()))?;

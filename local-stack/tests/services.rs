@@ -201,7 +201,6 @@ fn bouncer_requires_tls_and_scram_and_routes_to_the_test_database() {
             "dbname": db.name, "engine": "postgres"
         })
     );
-    assert!(db.secret_arn.contains(&format!(":secret:{}-", db.name)));
 }
 
 #[test]
