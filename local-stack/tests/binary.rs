@@ -1,5 +1,5 @@
 //! The `local-stack up` binary: env file, readiness line, and teardown on stdin EOF, SIGTERM and
-//! (through the children's parent-death signal) SIGKILL.
+//! (through the janitor, see `process.rs`) SIGKILL.
 
 // A test crate: its helpers panic with the reason, like the tests themselves.
 #![allow(
