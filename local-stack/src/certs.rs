@@ -1,7 +1,6 @@
 //! A throwaway certificate authority and a server certificate signed by it.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -10,6 +9,8 @@ use rcgen::{
 };
 
 use anyhow::{Context, Result};
+
+use crate::process::write_service_file;
 
 /// PEM files of a fresh CA and a server certificate it signed.
 ///
@@ -72,15 +73,9 @@ impl Certs {
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),
         };
-        for (path, contents, mode) in [
-            (&certs.ca_pem, &ca_pem, 0o644),
-            (&certs.server_cert, &cert_pem, 0o644),
-            (&certs.server_key, &key_pem, 0o600),
-        ] {
-            fs::write(path, contents).with_context(|| format!("write {}", path.display()))?;
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))
-                .with_context(|| format!("chmod {}", path.display()))?;
-        }
+        write_service_file(&certs.ca_pem, ca_pem.as_bytes())?;
+        write_service_file(&certs.server_cert, cert_pem.as_bytes())?;
+        write_service_file(&certs.server_key, key_pem.as_bytes())?;
         Ok(certs)
     }
 }

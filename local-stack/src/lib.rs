@@ -14,7 +14,7 @@
 //! Needs PostgreSQL 15, PgBouncer and the `.venv` with moto (`scripts/install-deps.sh`). When run
 //! as root, PostgreSQL and PgBouncer run as the `postgres` OS user (both refuse root).
 //! Nothing it starts outlives the test process, even a killed one: one janitor per process stops
-//! the services and removes their directories when the process ends (see `process.rs`).
+//! the servers and removes their directories when the process ends (see `process.rs`).
 //!
 //! Everything is synchronous (`std::process`, `std::net`); calling it from a `#[tokio::test]`
 //! blocks that test's runtime thread for the duration of the call, which is fine for set-up.
@@ -40,11 +40,21 @@ mod stack;
 pub use anyhow::{Error, Result};
 pub use certs::Certs;
 pub use moto::Moto;
-pub use pgbouncer::{PgBouncer, PgBouncerOptions};
+pub use pgbouncer::PgBouncer;
 pub use postgres::Postgres;
-pub use stack::{Stack, StackOptions, TestDb};
+pub use stack::{Stack, TestDb};
 
 /// The project's schema (sql/schema.sql), as the tests and `local-stack up` apply it.
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
 /// The function's least-privilege role (sql/app-role.sql); see [`TestDb::apply_app_role`].
 pub const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
+
+/// What the test helpers do with an error: panic with the reason (a failing server's log
+/// included), since a test that cannot set up has nothing to test.
+#[track_caller]
+fn or_panic<T>(result: Result<T>, what: impl std::fmt::Display) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("local-stack: {what} failed: {e:?}"),
+    }
+}

@@ -10,12 +10,12 @@
 use std::io::{self, IsTerminal, Read};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use local_stack::{SCHEMA, Stack, StackOptions};
+use local_stack::{SCHEMA, Stack};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -42,29 +42,22 @@ enum Command {
     },
 }
 
-/// Why we stopped.
-enum Stop {
-    Signal(i32),
-    StdinClosed,
-}
-
-/// Delivers SIGINT and SIGTERM, and the end of stdin, through a channel, so that teardown runs on
-/// the main thread. (Handlers, not a blocked signal mask, which the services would inherit.)
-fn watch_for_stop() -> io::Result<mpsc::Receiver<Stop>> {
+/// Sends why we should stop: SIGINT or SIGTERM, or the end of stdin. Teardown then runs on the
+/// main thread. (Signal handlers, not a blocked signal mask, which the servers would inherit.)
+fn watch_for_stop() -> Result<mpsc::Receiver<String>> {
     let (tx, rx) = mpsc::channel();
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("watch for signals")?;
     let on_signal = tx.clone();
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            let _ = on_signal.send(Stop::Signal(signal));
+            let _ = on_signal.send(format!("got signal {signal}"));
         }
     });
     if stdin_can_close() {
         std::thread::spawn(move || {
             let mut buf = [0u8; 1024];
-            let mut stdin = io::stdin();
-            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-            let _ = tx.send(Stop::StdinClosed);
+            while matches!(io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+            let _ = tx.send("stdin closed".to_owned());
         });
     }
     Ok(rx)
@@ -80,54 +73,39 @@ fn stdin_can_close() -> bool {
 }
 
 /// Writes `text` to `path` whole: whoever waits for the file never sees half of it.
-fn write_whole(path: &Path, text: &str) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+fn write_whole(path: &Path, text: &str) -> Result<()> {
+    let write = || -> io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn main() -> ExitCode {
+fn main() -> Result<()> {
     let Command::Up {
         env_file,
         sam_env_file,
     } = Cli::parse().command;
-    let stop = match watch_for_stop() {
-        Ok(stop) => stop,
-        Err(e) => {
-            eprintln!("local-stack: cannot watch for signals: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let stop = watch_for_stop()?;
     let started = Instant::now();
-    let up = || -> Result<_, String> {
-        let stack = Stack::start_with(&StackOptions::default()).map_err(|e| format!("{e:?}"))?;
-        let db = stack
-            .create_app_database("app", "app", SCHEMA)
-            .map_err(|e| format!("{e:?}"))?;
-        db.try_apply_app_role().map_err(|e| format!("{e:?}"))?;
-        let env: String = db.env().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        write_whole(&env_file, &env)
-            .map_err(|e| format!("cannot write {}: {e}", env_file.display()))?;
-        if let Some(path) = &sam_env_file {
-            let json = db
-                .sam_env("PostConfirmationFunction")
-                .map_err(|e| format!("{e:?}"))?
-                .to_string();
-            write_whole(path, &json)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
-        Ok((stack, db))
-    };
-    let (stack, db) = match up() {
-        Ok(up) => up,
-        Err(error) => {
-            eprintln!("local-stack: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let stack = Stack::try_start()?;
+    let db = stack.create_app_database("app", "app", SCHEMA)?;
+    db.try_apply_app_role()?;
+    let env = db.env();
+    write_whole(
+        &env_file,
+        &env.iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect::<String>(),
+    )?;
+    if let Some(path) = &sam_env_file {
+        let sam_env = db.sam_env("PostConfirmationFunction")?;
+        write_whole(path, &sam_env.to_string())?;
+    }
     eprintln!(
         "local-stack: PgBouncer localhost:{} (TLS), PostgreSQL 127.0.0.1:{}, Secrets Manager {}; \
          env in {} (started in {:.1?})",
@@ -139,15 +117,13 @@ fn main() -> ExitCode {
     );
     println!("ready");
 
-    match stop.recv() {
-        Ok(Stop::Signal(sig)) => eprintln!("local-stack: got signal {sig}, stopping"),
-        Ok(Stop::StdinClosed) => eprintln!("local-stack: stdin closed, stopping"),
-        Err(_) => {}
+    if let Ok(reason) = stop.recv() {
+        eprintln!("local-stack: {reason}, stopping");
     }
     drop(db);
     drop(stack);
     for file in std::iter::once(&env_file).chain(&sam_env_file) {
         let _ = std::fs::remove_file(file);
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

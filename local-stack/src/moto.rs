@@ -1,20 +1,27 @@
 //! moto's server: the local stand-in for AWS Secrets Manager.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::process::{InstanceDir, Supervised, lock, on_free_port, spawn_ready};
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::or_panic;
+use crate::process::{Kind, Server, instance_dir, lock};
+
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// moto's server, killed to stop it (it keeps nothing on disk); ready once it answers a call.
+static MOTO: Kind = Kind {
+    name: "moto",
+    command: moto_command,
+    ready: answers,
+    stop_signal: Signal::SIGKILL,
+};
 
 /// `moto_server` on 127.0.0.1, reachable at [`Moto::endpoint`] with any credentials
 /// (`AWS_ACCESS_KEY_ID=test`, region `us-east-1`).
@@ -26,12 +33,9 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Dropping it kills the process and removes its directory.
 #[derive(Debug)]
 pub struct Moto {
-    process: Supervised,
+    server: Server,
     /// (name, latest value) of every secret created through this type, in creation order.
     secrets: Mutex<Vec<(String, String)>>,
-    port: u16,
-    log: PathBuf,
-    dir: InstanceDir,
 }
 
 /// `$MOTO_SERVER`, else `<workspace>/.venv/bin/moto_server` (made by scripts/install-deps.sh),
@@ -51,220 +55,134 @@ fn moto_bin() -> PathBuf {
 impl Moto {
     /// Starts `moto_server` on a free port and waits until it answers a Secrets Manager call.
     pub fn launch() -> Result<Moto> {
-        let dir = InstanceDir::create("moto")?;
-        let log = dir.path().join("moto.log");
-        let (port, child) = on_free_port(|port| spawn_moto(dir.path(), port, &log))?;
+        let server = Server::start(&MOTO, instance_dir("moto")?, |_, _| Ok(()))
+            .context("start moto_server (run scripts/install-deps.sh, or set MOTO_SERVER)")?;
         Ok(Moto {
-            process: Supervised::new(child),
+            server,
             secrets: Mutex::new(Vec::new()),
-            port,
-            log,
-            dir,
         })
     }
 
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// `http://127.0.0.1:<port>`: the value for `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
     }
 
     /// `CreateSecret` with a string value; returns the ARN.
     pub fn create_secret(&self, name: &str, secret_string: &str) -> Result<String> {
-        let arn = self.create_secret_unrecorded(name, secret_string)?;
-        lock(&self.secrets).push((name.to_owned(), secret_string.to_owned()));
-        Ok(arn)
-    }
-
-    fn create_secret_unrecorded(&self, name: &str, secret_string: &str) -> Result<String> {
-        let answer = self.call(
+        let answer = call(
+            self.port(),
             "CreateSecret",
-            &json!({"Name": name, "SecretString": secret_string}),
+            &create_request(name, secret_string),
         )?;
+        lock(&self.secrets).push((name.to_owned(), secret_string.to_owned()));
         answer["ARN"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| anyhow!(format!("CreateSecret answered without an ARN: {answer}")))
+            .ok_or_else(|| anyhow!("CreateSecret answered without an ARN: {answer}"))
     }
 
-    /// `PutSecretValue`: a new current version (`AWSCURRENT`) of an existing secret.
-    pub fn put_secret_value(&self, secret_id: &str, secret_string: &str) -> Result<()> {
-        self.call(
-            "PutSecretValue",
-            &json!({"SecretId": secret_id, "SecretString": secret_string}),
-        )?;
-        let mut secrets = lock(&self.secrets);
-        if let Some(entry) = secrets
-            .iter_mut()
-            .find(|(name, _)| refers_to(secret_id, name))
-        {
-            entry.1 = secret_string.to_owned();
+    /// `PutSecretValue`: a new current version (`AWSCURRENT`) of the secret named `name`.
+    pub fn put_secret_value(&self, name: &str, secret_string: &str) -> Result<()> {
+        let request = json!({"SecretId": name, "SecretString": secret_string});
+        call(self.port(), "PutSecretValue", &request)?;
+        for (recorded, value) in lock(&self.secrets).iter_mut() {
+            if recorded == name {
+                *value = secret_string.to_owned();
+            }
         }
         Ok(())
     }
 
     /// `GetSecretValue`: the current `SecretString`.
     pub fn get_secret_value(&self, secret_id: &str) -> Result<String> {
-        let answer = self.call("GetSecretValue", &json!({"SecretId": secret_id}))?;
+        let answer = call(
+            self.port(),
+            "GetSecretValue",
+            &json!({"SecretId": secret_id}),
+        )?;
         answer["SecretString"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| anyhow!(format!("GetSecretValue without SecretString: {answer}")))
-    }
-
-    /// One Secrets Manager JSON call (`X-Amz-Target: secretsmanager.<action>`). Errors carry the
-    /// HTTP status and moto's error body.
-    pub fn call(&self, action: &str, body: &Value) -> Result<Value> {
-        secretsmanager_call(self.port, action, body)
+            .ok_or_else(|| anyhow!("GetSecretValue without SecretString: {answer}"))
     }
 
     /// Kills moto: calls then fail with "connection refused". Does nothing if it is not running.
     pub fn stop(&self) {
-        self.process.stop(Signal::SIGKILL, Duration::ZERO);
+        self.server.stop();
     }
 
     /// Starts moto again on the same port after [`Moto::stop`] and re-creates the secrets made
     /// through [`Moto::create_secret`] with their latest values. Does nothing if it is running.
-    ///
-    /// Panics with the reason and the log tail (test helper); see [`Moto::try_start`].
+    /// Panics on failure.
     pub fn start(&self) {
-        if let Err(e) = self.try_start() {
-            panic!("local-stack: restarting moto failed: {e:?}");
-        }
-    }
-
-    /// [`Moto::start`] returning the error instead of panicking.
-    pub fn try_start(&self) -> Result<()> {
-        let started = self
-            .process
-            .start_with(|| spawn_moto(self.dir.path(), self.port, &self.log))?;
-        if !started {
-            return Ok(());
-        }
-        let secrets = lock(&self.secrets).clone();
-        for (name, value) in secrets {
-            self.create_secret_unrecorded(&name, &value)
-                .with_context(|| format!("re-create secret {name} after restart"))?;
-        }
-        Ok(())
+        let restart = || -> Result<()> {
+            if self.server.start_again()? {
+                let secrets = lock(&self.secrets).clone();
+                for (name, value) in secrets {
+                    call(self.port(), "CreateSecret", &create_request(&name, &value))?;
+                }
+            }
+            Ok(())
+        };
+        or_panic(restart(), "restarting moto");
     }
 
     /// Freezes moto (SIGSTOP): calls hang until the client's timeout, like an unreachable
     /// endpoint that drops packets. Undo with [`Moto::resume`].
     pub fn pause(&self) {
-        self.process.signal(Signal::SIGSTOP);
+        self.server.signal(Signal::SIGSTOP);
     }
 
     /// Undoes [`Moto::pause`] (SIGCONT).
     pub fn resume(&self) {
-        self.process.signal(Signal::SIGCONT);
-    }
-
-    /// Kills the process and removes the directory (what `Drop` does).
-    pub(crate) fn teardown(&self) {
-        self.stop();
-        self.dir.remove();
+        self.server.signal(Signal::SIGCONT);
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.teardown();
-    }
-}
-
-/// Whether `secret_id` (a name or an ARN, `...:secret:<name>-<6 random characters>`) names the
-/// secret `name`.
-fn refers_to(secret_id: &str, name: &str) -> bool {
-    secret_id == name
-        || secret_id
-            .rsplit_once(":secret:")
-            .and_then(|(_, rest)| rest.strip_prefix(name))
-            .is_some_and(|suffix| suffix.len() == 7 && suffix.starts_with('-'))
-}
-
-fn spawn_moto(dir: &Path, port: u16, log: &Path) -> Result<Child> {
-    let bin = moto_bin();
-    let mut cmd = Command::new(&bin);
+fn moto_command(_dir: &Path, port: u16) -> Result<Command> {
+    let mut cmd = Command::new(moto_bin());
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("PYTHONUNBUFFERED", "1");
-    spawn_ready(
-        &format!("moto_server on port {port}"),
-        cmd,
-        dir,
-        log,
-        START_TIMEOUT,
-        || secretsmanager_call(port, "ListSecrets", &json!({})).is_ok(),
-    )
-    .with_context(|| {
-        format!(
-            "start {} (run scripts/install-deps.sh, or set MOTO_SERVER)",
-            bin.display()
-        )
-    })
+    Ok(cmd)
 }
 
-/// A hand-made HTTP/1.0 POST (no chunked encoding, the server closes the connection) with a
-/// SigV4-shaped Authorization header: moto reads the region from the credential scope and does
-/// not check the signature.
-fn secretsmanager_call(port: u16, action: &str, body: &Value) -> Result<Value> {
+fn answers(_dir: &Path, port: u16) -> bool {
+    call(port, "ListSecrets", &json!({})).is_ok()
+}
+
+fn create_request(name: &str, secret_string: &str) -> Value {
+    json!({"Name": name, "SecretString": secret_string})
+}
+
+/// One Secrets Manager call with a SigV4-shaped `Authorization` header: moto reads the region
+/// from its credential scope and does not check the signature.
+fn call(port: u16, action: &str, body: &Value) -> Result<Value> {
+    const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 \
+        Credential=test/20250101/us-east-1/secretsmanager/aws4_request, \
+        SignedHeaders=host;x-amz-target, Signature=0";
     let what = || format!("secretsmanager.{action} on 127.0.0.1:{port}");
-    let body = body.to_string();
-    let request = format!(
-        "POST / HTTP/1.0\r\n\
-         Host: 127.0.0.1:{port}\r\n\
-         Content-Type: application/x-amz-json-1.1\r\n\
-         X-Amz-Target: secretsmanager.{action}\r\n\
-         X-Amz-Date: 20250101T000000Z\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/secretsmanager/aws4_request, \
-         SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={sig}\r\n\
-         Content-Length: {len}\r\n\
-         Connection: close\r\n\r\n{body}",
-        sig = "0".repeat(64),
-        len = body.len(),
-    );
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).with_context(what)?;
-    stream
-        .set_read_timeout(Some(HTTP_TIMEOUT))
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(format!("http://127.0.0.1:{port}/"))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("X-Amz-Target", format!("secretsmanager.{action}"))
+        .header("Authorization", AUTHORIZATION)
+        .send(body.to_string())
         .with_context(what)?;
-    stream
-        .set_write_timeout(Some(HTTP_TIMEOUT))
-        .with_context(what)?;
-    stream.write_all(request.as_bytes()).with_context(what)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).with_context(what)?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, payload) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!(format!("{}: malformed HTTP response", what())))?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!(format!("{}: no HTTP status in {head:?}", what())))?;
+    let status = response.status();
+    let text = response.body_mut().read_to_string().with_context(what)?;
     if status != 200 {
-        return Err(anyhow!(format!("{}: HTTP {status}: {payload}", what())));
+        bail!("{}: HTTP {status}: {text}", what());
     }
-    serde_json::from_str(payload).with_context(|| format!("{}: response is not JSON", what()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::refers_to;
-
-    #[test]
-    fn a_secret_is_referred_to_by_name_or_by_arn_but_not_by_a_longer_name() {
-        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-AbCdEf";
-        assert!(refers_to("app", "app"));
-        assert!(refers_to(arn, "app"));
-        assert!(!refers_to(arn, "ap"));
-        let longer = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-db-AbCdEf";
-        assert!(!refers_to(longer, "app"));
-        assert!(refers_to(longer, "app-db"));
-    }
+    serde_json::from_str(&text).with_context(|| format!("{}: response is not JSON", what()))
 }

@@ -2,44 +2,30 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use anyhow::{Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
+use crate::or_panic;
 use crate::postgres::{Postgres, quote_ident};
 use crate::process::{
-    InstanceDir, Supervised, as_service_user, lock, log_tail, on_free_port, spawn_ready,
-    write_service_file,
+    Kind, Server, accepts_tcp, as_service_user, instance_dir, lock, log_tail, write_service_file,
 };
-use anyhow::{Context, Result, anyhow};
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Settings of a [`PgBouncer`].
-#[derive(Clone, Debug)]
-pub struct PgBouncerOptions {
-    /// `default_pool_size`: server connections per (database, user) pair. Keep it below the
-    /// number of concurrent clients in a test to exercise transaction pooling. Default 2.
-    pub pool_size: u32,
-    /// `query_wait_timeout`: how long a client waits for a server connection before PgBouncer
-    /// gives up on it. Default 120 s, like RDS Proxy's `ConnectionBorrowTimeout`.
-    pub query_wait_timeout: Duration,
-}
-
-impl Default for PgBouncerOptions {
-    fn default() -> Self {
-        Self {
-            pool_size: 2,
-            query_wait_timeout: Duration::from_secs(120),
-        }
-    }
-}
+/// SIGTERM is an immediate shutdown in PgBouncer 1.18.
+static PGBOUNCER: Kind = Kind {
+    name: "pgbouncer",
+    command: pgbouncer_command,
+    ready: accepts_tcp,
+    stop_signal: Signal::SIGTERM,
+};
 
 /// PgBouncer 1.18 on 127.0.0.1 in transaction pooling mode, with TLS on both sides.
 ///
@@ -49,66 +35,40 @@ impl Default for PgBouncerOptions {
 ///   reusing the client's SCRAM proof: its `auth_file` holds only the verifiers copied from
 ///   `pg_authid`, no password.
 /// - `[databases] * = host=127.0.0.1 port=<pg port>`: any database name is routed.
+/// - Two server connections per database and user (`default_pool_size = 2`): fewer than the
+///   clients of the concurrency tests, so transactions really share connections. A client waits
+///   for one up to 120 s (`query_wait_timeout`, like RDS Proxy's `ConnectionBorrowTimeout`).
 ///
-/// Dropping it kills the process and removes its directory.
+/// Dropping it stops the process and removes its directory.
 #[derive(Debug)]
 pub struct PgBouncer {
-    process: Supervised,
+    server: Server,
     /// role -> SCRAM verifier, as written to the auth file.
     users: Mutex<BTreeMap<String, String>>,
-    port: u16,
-    ini: PathBuf,
-    auth_file: PathBuf,
-    log: PathBuf,
-    dir: InstanceDir,
 }
 
-/// `$PGBOUNCER`, else `pgbouncer` from `PATH`, else Debian's `/usr/sbin/pgbouncer` (which is not
-/// on a non-root user's `PATH`).
+/// `$PGBOUNCER`, else Debian's `/usr/sbin/pgbouncer` (not on a non-root user's `PATH`), else
+/// `pgbouncer` from `PATH`.
 fn pgbouncer_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("PGBOUNCER") {
         return PathBuf::from(bin);
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("pgbouncer").exists()))
-        .unwrap_or(false);
-    if on_path {
-        PathBuf::from("pgbouncer")
+    let debian = PathBuf::from("/usr/sbin/pgbouncer");
+    if debian.exists() {
+        debian
     } else {
-        PathBuf::from("/usr/sbin/pgbouncer")
+        PathBuf::from("pgbouncer")
     }
 }
 
 impl PgBouncer {
-    /// Starts PgBouncer in front of `pg` (which should run with TLS, since PgBouncer insists on
+    /// Starts PgBouncer in front of `pg` (which must run with TLS, since PgBouncer insists on
     /// `verify-full` towards it), with an empty auth file: add roles with
     /// [`PgBouncer::refresh_auth`].
-    pub fn start_for(
-        pg: &Postgres,
-        certs: &Certs,
-        options: &PgBouncerOptions,
-    ) -> Result<PgBouncer> {
-        let dir = InstanceDir::create("pgbouncer")?;
-        let path = dir.path();
-        let ini = path.join("pgbouncer.ini");
-        let auth_file = path.join("userlist.txt");
-        let log = path.join("pgbouncer.log");
-        let (cert, key, ca) = (
-            path.join("server.crt"),
-            path.join("server.key"),
-            path.join("ca.pem"),
-        );
-        for (from, to, mode) in [
-            (&certs.server_cert, &cert, 0o644),
-            (&certs.server_key, &key, 0o600),
-            (&certs.ca_pem, &ca, 0o644),
-        ] {
-            let bytes = fs::read(from).with_context(|| format!("read {}", from.display()))?;
-            write_service_file(to, &bytes, mode)?;
-        }
-        write_service_file(&auth_file, b"", 0o600)?;
-
-        let (port, child) = on_free_port(|port| {
+    pub fn start_for(pg: &Postgres, certs: &Certs) -> Result<PgBouncer> {
+        let dir = instance_dir("pgbouncer")?;
+        write_service_file(&dir.path().join("userlist.txt"), b"")?;
+        let server = Server::start(&PGBOUNCER, dir, |dir, port| {
             let config = format!(
                 "[databases]\n\
                  * = host=127.0.0.1 port={pg_port}\n\
@@ -117,15 +77,14 @@ impl PgBouncer {
                  listen_addr = 127.0.0.1\n\
                  listen_port = {port}\n\
                  unix_socket_dir =\n\
-                 pidfile = {pidfile}\n\
                  auth_type = scram-sha-256\n\
-                 auth_file = {auth_file}\n\
+                 auth_file = {dir}/userlist.txt\n\
                  pool_mode = transaction\n\
-                 default_pool_size = {pool_size}\n\
+                 default_pool_size = 2\n\
                  min_pool_size = 0\n\
                  reserve_pool_size = 0\n\
                  max_client_conn = 500\n\
-                 query_wait_timeout = {query_wait}\n\
+                 query_wait_timeout = 120\n\
                  ; retry a failed server login after 1 s, not 15 s: tests restart PostgreSQL\n\
                  server_login_retry = 1\n\
                  server_connect_timeout = 5\n\
@@ -144,81 +103,59 @@ impl PgBouncer {
                  log_pooler_errors = 1\n\
                  stats_period = 3600\n",
                 pg_port = pg.port(),
-                pidfile = path.join("pgbouncer.pid").display(),
-                auth_file = auth_file.display(),
-                pool_size = options.pool_size,
-                query_wait = options.query_wait_timeout.as_secs().max(1),
-                cert = cert.display(),
-                key = key.display(),
-                ca = ca.display(),
+                dir = dir.display(),
+                cert = certs.server_cert.display(),
+                key = certs.server_key.display(),
+                ca = certs.ca_pem.display(),
             );
-            write_service_file(&ini, config.as_bytes(), 0o600)?;
-            spawn_bouncer(path, &ini, port, &log)
+            write_service_file(&dir.join("pgbouncer.ini"), config.as_bytes())
         })?;
         Ok(PgBouncer {
-            process: Supervised::new(child),
+            server,
             users: Mutex::new(BTreeMap::new()),
-            port,
-            ini,
-            auth_file,
-            log,
-            dir,
         })
     }
 
     /// The TCP port on 127.0.0.1 (connect as `host=localhost` to verify the certificate).
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
+    }
+
+    /// Stops PgBouncer (clients see their connections drop, new ones are refused) and waits for
+    /// it to exit. Does nothing if it is not running.
+    pub fn stop(&self) {
+        self.server.stop();
     }
 
     /// Starts PgBouncer again after [`PgBouncer::stop`] on the same port, with the current auth
-    /// file, and waits until it accepts TCP connections. Does nothing if it is running.
-    ///
-    /// Panics with the reason and the log tail (test helper); see [`PgBouncer::try_start`].
+    /// file, and waits until it accepts TCP connections. Does nothing if it is running. Panics
+    /// on failure.
     pub fn start(&self) {
-        if let Err(e) = self.try_start() {
-            panic!("local-stack: restarting pgbouncer failed: {e:?}");
-        }
-    }
-
-    /// [`PgBouncer::start`] returning the error instead of panicking.
-    pub fn try_start(&self) -> Result<()> {
-        self.process
-            .start_with(|| spawn_bouncer(self.dir.path(), &self.ini, self.port, &self.log))
-            .map(drop)
-    }
-
-    /// Kills PgBouncer (clients see their connections drop, new ones are refused) and waits for
-    /// it to exit. Does nothing if it is not running.
-    pub fn stop(&self) {
-        // SIGTERM is an immediate shutdown in 1.18.
-        self.process.stop(Signal::SIGTERM, Duration::from_secs(10));
+        or_panic(self.server.start_again(), "restarting pgbouncer");
     }
 
     /// Freezes PgBouncer (SIGSTOP): connections hang instead of failing, like an unresponsive
     /// proxy. Undo with [`PgBouncer::resume`]; `stop` and `Drop` also work on a paused one.
     pub fn pause(&self) {
-        self.process.signal(Signal::SIGSTOP);
+        self.server.signal(Signal::SIGSTOP);
     }
 
     /// Undoes [`PgBouncer::pause`] (SIGCONT).
     pub fn resume(&self) {
-        self.process.signal(Signal::SIGCONT);
+        self.server.signal(Signal::SIGCONT);
     }
 
-    /// Copies the current SCRAM verifiers of `roles` from `pg` into the auth file (roles added
-    /// earlier stay) and, if PgBouncer runs, reloads it (SIGHUP) and waits for the reload.
-    /// Call after creating a role or changing its password.
-    pub fn refresh_auth(&self, pg: &Postgres, roles: &[&str]) -> Result<()> {
+    /// Copies the current SCRAM verifier of `role` from `pg` into the auth file (roles added
+    /// earlier stay) and, if PgBouncer runs, reloads it. Call after creating a role or changing
+    /// its password.
+    pub fn refresh_auth(&self, pg: &Postgres, role: &str) -> Result<()> {
         let mut users = lock(&self.users);
-        for role in roles {
-            users.insert((*role).to_owned(), pg.scram_verifier(role)?);
-        }
+        users.insert(role.to_owned(), pg.scram_verifier(role)?);
         let text: String = users
             .iter()
             .map(|(role, verifier)| format!("{} {}\n", quote_ident(role), quote_ident(verifier)))
             .collect();
-        write_service_file(&self.auth_file, text.as_bytes(), 0o600)?;
+        write_service_file(&self.server.dir().join("userlist.txt"), text.as_bytes())?;
         self.reload()
     }
 
@@ -227,54 +164,33 @@ impl PgBouncer {
     /// see the new auth file.
     fn reload(&self) -> Result<()> {
         const MARK: &str = "got SIGHUP, re-reading config";
-        let count = || {
-            fs::read_to_string(&self.log)
+        let log = self.server.dir().join("pgbouncer.log");
+        let reloads = || {
+            fs::read_to_string(&log)
                 .map(|s| s.matches(MARK).count())
                 .unwrap_or(0)
         };
-        let before = count();
-        if !self.process.signal(Signal::SIGHUP) {
+        let before = reloads();
+        if !self.server.signal(Signal::SIGHUP) {
             return Ok(()); // not running: the file is read at the next start
         }
-        let deadline = Instant::now() + RELOAD_TIMEOUT;
-        while count() <= before {
-            if Instant::now() > deadline {
-                return Err(anyhow!(format!(
+        let started = Instant::now();
+        while reloads() <= before {
+            if started.elapsed() > RELOAD_TIMEOUT {
+                bail!(
                     "pgbouncer did not reload within {RELOAD_TIMEOUT:?}{}",
-                    log_tail(&self.log)
-                )));
+                    log_tail(&log)
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
     }
-
-    /// Kills the process and removes the directory (what `Drop` does).
-    pub(crate) fn teardown(&self) {
-        self.process.stop(Signal::SIGKILL, Duration::ZERO);
-        self.dir.remove();
-    }
 }
 
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        self.teardown();
-    }
-}
-
-/// Starts PgBouncer (as the service user: it refuses to run as root) and waits until it accepts
-/// TCP connections.
-fn spawn_bouncer(dir: &Path, ini: &Path, port: u16, log: &Path) -> Result<Child> {
+fn pgbouncer_command(dir: &Path, _port: u16) -> Result<Command> {
     let mut cmd = Command::new(pgbouncer_bin());
-    cmd.arg(ini);
+    cmd.arg(dir.join("pgbouncer.ini"));
     as_service_user(&mut cmd)?;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    spawn_ready(
-        &format!("pgbouncer on port {port}"),
-        cmd,
-        dir,
-        log,
-        START_TIMEOUT,
-        || TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok(),
-    )
+    Ok(cmd)
 }

@@ -2,40 +2,42 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
+use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
-use crate::process::{
-    InstanceDir, Supervised, as_service_user, on_free_port, run, spawn_ready, write_service_file,
-};
-use anyhow::{Context, Result, anyhow};
+use crate::or_panic;
+use crate::process::{Kind, Server, as_service_user, instance_dir, run, write_service_file};
 
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The postmaster, in the foreground; SIGINT is PostgreSQL's fast shutdown (open sessions are
+/// terminated).
+static POSTGRES: Kind = Kind {
+    name: "postgres",
+    command: postgres_command,
+    ready: accepts_connections,
+    stop_signal: Signal::SIGINT,
+};
 
 /// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 only.
 ///
 /// The superuser `postgres` is reachable without a password over the unix socket in the data
-/// directory only ([`Postgres::admin_psql`]). Over TCP every role needs SCRAM; in TLS mode
-/// (the default) `pg_hba.conf` has `hostssl ... scram-sha-256` and rejects plaintext TCP.
+/// directory only ([`Postgres::admin_psql`]). Over TCP every role needs SCRAM; with TLS (the
+/// stack's) `pg_hba.conf` has `hostssl ... scram-sha-256` and rejects plaintext TCP.
 ///
-/// Dropping it shuts the server down (immediate) and removes the directory.
+/// Dropping it shuts the server down and removes the directory.
 #[derive(Debug)]
 pub struct Postgres {
-    process: Supervised,
-    port: u16,
-    tls: bool,
-    data_dir: PathBuf,
-    log: PathBuf,
-    dir: InstanceDir,
+    server: Server,
 }
 
-/// Where the PostgreSQL server binaries are: `$PG_BIN`, else Debian's PostgreSQL 15 directory,
-/// else whatever is on `PATH`.
-pub(crate) fn pg_bin(tool: &str) -> PathBuf {
+/// Where the PostgreSQL binaries are: `$PG_BIN`, else Debian's PostgreSQL 15 directory, else
+/// whatever is on `PATH`.
+fn pg_bin(tool: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("PG_BIN") {
         return Path::new(&dir).join(tool);
     }
@@ -61,28 +63,21 @@ impl Postgres {
     }
 
     fn launch(certs: Option<&Certs>) -> Result<Postgres> {
-        let dir = InstanceDir::create("postgres")?;
+        let dir = instance_dir("postgres")?;
         let data_dir = dir.path().join("data");
-        let log = dir.path().join("postgres.log");
-
         let mut initdb = Command::new(pg_bin("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data_dir)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-locale",
-                "--no-sync",
-                "--no-instructions",
-            ])
-            .current_dir(dir.path());
-        as_service_user(&mut initdb)?;
-        run(initdb, None, Duration::from_secs(120)).with_context(|| {
-            "initdb failed (is PostgreSQL 15 installed? scripts/install-deps.sh)".to_owned()
-        })?;
+        initdb.arg("-D").arg(&data_dir).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
+        ]);
+        as_service_user(&mut initdb)?.current_dir(dir.path());
+        run(initdb, "", Duration::from_secs(120))
+            .context("initdb failed (is PostgreSQL 15 installed? scripts/install-deps.sh)")?;
 
         let mut conf = format!(
             "\n# local-stack\n\
@@ -100,16 +95,10 @@ impl Postgres {
         );
         let mut hba = String::from("local all postgres trust\n");
         if let Some(certs) = certs {
-            // Copies owned by the server's user with mode 0600: PostgreSQL refuses a key file
-            // that others (or a foreign owner) can read.
-            let cert = dir.path().join("server.crt");
-            let key = dir.path().join("server.key");
-            copy_for_service(&certs.server_cert, &cert, 0o644)?;
-            copy_for_service(&certs.server_key, &key, 0o600)?;
             conf.push_str(&format!(
                 "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
-                cert.display(),
-                key.display()
+                certs.server_cert.display(),
+                certs.server_key.display()
             ));
             hba.push_str(
                 "hostssl all all 127.0.0.1/32 scram-sha-256\n\
@@ -124,177 +113,114 @@ impl Postgres {
         let mut full = fs::read_to_string(&conf_path)
             .with_context(|| format!("read {}", conf_path.display()))?;
         full.push_str(&conf);
-        write_service_file(&conf_path, full.as_bytes(), 0o600)?;
-        write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)?;
+        write_service_file(&conf_path, full.as_bytes())?;
+        write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes())?;
 
-        let (port, child) = on_free_port(|port| spawn_server(dir.path(), &data_dir, port, &log))?;
-        Ok(Postgres {
-            process: Supervised::new(child),
-            port,
-            tls: certs.is_some(),
-            data_dir,
-            log,
-            dir,
-        })
+        let server = Server::start(&POSTGRES, dir, |_, _| Ok(()))?;
+        Ok(Postgres { server })
     }
 
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Whether the server was started with `ssl = on` (and rejects plaintext TCP).
-    pub fn tls(&self) -> bool {
-        self.tls
+        self.server.port()
     }
 
     /// The directory holding the unix socket (for `psql -h <dir> -p <port> -U postgres`).
-    pub fn socket_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
-    /// Starts the server again after [`Postgres::stop`], on the same port and data directory, and
-    /// waits until it accepts connections. Does nothing if it is running.
-    ///
-    /// Panics with the reason and the log tail (test helper); see [`Postgres::try_start`].
-    pub fn start(&self) {
-        if let Err(e) = self.try_start() {
-            panic!("local-stack: restarting postgres failed: {e:?}");
-        }
-    }
-
-    /// [`Postgres::start`] returning the error instead of panicking.
-    pub fn try_start(&self) -> Result<()> {
-        self.process
-            .start_with(|| spawn_server(self.dir.path(), &self.data_dir, self.port, &self.log))
-            .map(drop)
+    pub fn socket_dir(&self) -> PathBuf {
+        self.server.dir().join("data")
     }
 
     /// Stops the server (fast shutdown: open sessions are terminated) and waits for it to exit.
     /// Clients then get "connection refused". Does nothing if it is not running.
     pub fn stop(&self) {
-        self.process.stop(Signal::SIGINT, Duration::from_secs(30));
+        self.server.stop();
     }
 
-    /// Whether the postmaster is running (it may still be starting up).
-    pub fn is_running(&self) -> bool {
-        self.process.is_running()
+    /// Starts the server again after [`Postgres::stop`], on the same port and data directory, and
+    /// waits until it accepts connections. Does nothing if it is running. Panics on failure.
+    pub fn start(&self) {
+        or_panic(self.server.start_again(), "restarting postgres");
     }
 
-    /// Runs SQL as the superuser `postgres` over the unix socket, in database `db`
-    /// (`psql -v ON_ERROR_STOP=1 -X -q -At -f -`). Returns psql's output without the final
-    /// newline: one line per row, columns separated by `|`.
+    /// Runs SQL (psql's meta-commands included) as the superuser `postgres` over the unix socket,
+    /// in database `db`. Returns psql's output without the final newline: one line per row,
+    /// columns separated by `|`.
     pub fn admin_psql(&self, db: &str, sql: &str) -> Result<String> {
         let mut cmd = Command::new(pg_bin("psql"));
         cmd.arg("-h")
-            .arg(&self.data_dir)
+            .arg(self.socket_dir())
             .arg("-p")
-            .arg(self.port.to_string())
+            .arg(self.port().to_string())
             .args(["-U", "postgres", "-d", db])
             .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-At", "-f", "-"]);
         as_service_user(&mut cmd)?;
-        let out = run(cmd, Some(sql), PSQL_TIMEOUT)
+        let out = run(cmd, sql, PSQL_TIMEOUT)
             .with_context(|| format!("psql as postgres in database {db}"))?;
         Ok(out.trim_end_matches('\n').to_owned())
     }
 
     /// `CREATE DATABASE`.
     pub fn create_database(&self, name: &str) -> Result<()> {
-        self.admin_psql(
-            "postgres",
-            &format!("CREATE DATABASE {}", quote_ident(name)),
-        )
-        .map(drop)
+        let sql = format!("CREATE DATABASE {}", quote_ident(name));
+        self.admin_psql("postgres", &sql).map(drop)
     }
 
     /// Creates a login role with a password (stored as a SCRAM verifier).
     pub fn create_role(&self, name: &str, password: &str) -> Result<()> {
-        self.admin_psql(
-            "postgres",
-            &format!(
-                "CREATE ROLE {} LOGIN PASSWORD {}",
-                quote_ident(name),
-                quote_literal(password)
-            ),
-        )
-        .map(drop)
+        let sql = format!(
+            "CREATE ROLE {} LOGIN PASSWORD {}",
+            quote_ident(name),
+            quote_literal(password)
+        );
+        self.admin_psql("postgres", &sql).map(drop)
     }
 
     /// `ALTER ROLE ... PASSWORD`. PgBouncer keeps the old verifier until
     /// [`crate::PgBouncer::refresh_auth`].
     pub fn set_password(&self, role: &str, password: &str) -> Result<()> {
-        self.admin_psql(
-            "postgres",
-            &format!(
-                "ALTER ROLE {} PASSWORD {}",
-                quote_ident(role),
-                quote_literal(password)
-            ),
-        )
-        .map(drop)
+        let sql = format!(
+            "ALTER ROLE {} PASSWORD {}",
+            quote_ident(role),
+            quote_literal(password)
+        );
+        self.admin_psql("postgres", &sql).map(drop)
     }
 
     /// The role's `rolpassword` from `pg_authid`: `SCRAM-SHA-256$<iterations>:<salt>$<keys>`.
     pub fn scram_verifier(&self, role: &str) -> Result<String> {
-        let out = self.admin_psql(
-            "postgres",
-            &format!(
-                "SELECT rolpassword FROM pg_authid WHERE rolname = {}",
-                quote_literal(role)
-            ),
-        )?;
-        let verifier = out.trim();
-        if verifier.starts_with("SCRAM-SHA-256$") {
-            Ok(verifier.to_owned())
-        } else {
-            Err(anyhow!(format!(
-                "role {role:?} has no SCRAM verifier (got {:?})",
-                verifier.get(..14).unwrap_or(verifier)
-            )))
+        let sql = format!(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = {}",
+            quote_literal(role)
+        );
+        let verifier = self.admin_psql("postgres", &sql)?;
+        if !verifier.starts_with("SCRAM-SHA-256$") {
+            bail!("role {role:?} has no SCRAM verifier");
         }
-    }
-
-    /// Shuts down immediately and removes the directory (what `Drop` does).
-    pub(crate) fn teardown(&self) {
-        self.process.stop(Signal::SIGQUIT, Duration::from_secs(10));
-        self.dir.remove();
+        Ok(verifier)
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        self.teardown();
-    }
-}
-
-/// Starts the postmaster and waits until it accepts connections on its unix socket.
-fn spawn_server(dir: &Path, data_dir: &Path, port: u16, log: &Path) -> Result<Child> {
+fn postgres_command(dir: &Path, port: u16) -> Result<Command> {
     let mut cmd = Command::new(pg_bin("postgres"));
-    cmd.arg("-D").arg(data_dir).arg("-p").arg(port.to_string());
+    cmd.arg("-D")
+        .arg(dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string());
     as_service_user(&mut cmd)?;
-    spawn_ready(
-        &format!("postgres on port {port}"),
-        cmd,
-        dir,
-        log,
-        START_TIMEOUT,
-        || {
-            let mut probe = Command::new(pg_bin("pg_isready"));
-            probe
-                .arg("-q")
-                .arg("-h")
-                .arg(data_dir)
-                .arg("-p")
-                .arg(port.to_string())
-                .args(["-U", "postgres", "-d", "postgres", "-t", "2"]);
-            as_service_user(&mut probe).is_ok() && run(probe, None, Duration::from_secs(5)).is_ok()
-        },
-    )
+    Ok(cmd)
 }
 
-fn copy_for_service(from: &Path, to: &Path, mode: u32) -> Result<()> {
-    let bytes = fs::read(from).with_context(|| format!("read {}", from.display()))?;
-    write_service_file(to, &bytes, mode)
+/// Whether the server accepts connections on its unix socket (`pg_isready`).
+fn accepts_connections(dir: &Path, port: u16) -> bool {
+    let mut probe = Command::new(pg_bin("pg_isready"));
+    probe
+        .arg("-q")
+        .arg("-h")
+        .arg(dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string())
+        .args(["-U", "postgres", "-d", "postgres", "-t", "2"]);
+    as_service_user(&mut probe).is_ok_and(|probe| probe.status().is_ok_and(|s| s.success()))
 }
 
 /// `"ident"` with embedded quotes doubled.
@@ -303,6 +229,6 @@ pub(crate) fn quote_ident(s: &str) -> String {
 }
 
 /// `'literal'` with embedded quotes doubled (standard_conforming_strings is on).
-pub(crate) fn quote_literal(s: &str) -> String {
+fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }

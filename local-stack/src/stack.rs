@@ -1,24 +1,27 @@
-//! Everything together: certificates, PostgreSQL with TLS, PgBouncer in front, moto.
+//! Everything together: certificates, PostgreSQL with TLS, PgBouncer in front, moto; and one
+//! test's database on it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use anyhow::{Context, Result, anyhow};
 use serde_json::json;
+use tempfile::TempDir;
 
 use crate::certs::Certs;
 use crate::moto::Moto;
-use crate::pgbouncer::{PgBouncer, PgBouncerOptions};
+use crate::or_panic;
+use crate::pgbouncer::PgBouncer;
 use crate::postgres::{Postgres, quote_ident};
-use crate::process::{InstanceDir, random_hex};
-use anyhow::{Context, Result, anyhow};
+use crate::process::{instance_dir, random_hex};
 
 /// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer, TLS both ways,
 /// SCRAM, transaction pooling) and Secrets Manager (moto).
 ///
-/// Fields are public so tests can drive each piece (`stack.pg.stop()`,
-/// `stack.moto.put_secret_value(..)`, ...). Dropping a `Stack` stops everything and removes its
-/// files; the one from [`Stack::shared`] is stopped when the process exits.
+/// Fields are public so tests can drive each piece (`stack.pg.stop()`, `stack.moto.pause()`, ...).
+/// Dropping a `Stack` stops everything and removes its files (once no [`TestDb`] of it is left);
+/// the one from [`Stack::shared`] is stopped by the janitor when the process exits.
 #[derive(Debug)]
 pub struct Stack {
     /// PgBouncer: what the application connects to (`host=localhost`, [`PgBouncer::port`]).
@@ -30,30 +33,21 @@ pub struct Stack {
     /// The CA (trusted by clients) and the certificate both servers present.
     pub certs: Certs,
     seq: AtomicU32,
-    dir: InstanceDir,
-}
-
-/// Settings of a [`Stack`].
-#[derive(Clone, Debug, Default)]
-pub struct StackOptions {
-    /// PgBouncer settings (pool size, ...).
-    pub bouncer: PgBouncerOptions,
+    /// Holds the certificates.
+    _dir: TempDir,
 }
 
 impl Stack {
-    /// Starts a stack with default options; panics with the reason (and the failing service's
-    /// log) if anything does not come up.
+    /// Starts a stack; panics with the reason (and the failing server's log) if anything does not
+    /// come up.
     pub fn start() -> Stack {
-        match Self::start_with(&StackOptions::default()) {
-            Ok(stack) => stack,
-            Err(e) => panic!("local-stack: starting the stack failed: {e:?}"),
-        }
+        or_panic(Self::try_start(), "starting the stack")
     }
 
-    /// Starts a stack with the given options.
-    pub fn start_with(options: &StackOptions) -> Result<Stack> {
-        let dir = InstanceDir::create("stack")?;
-        let certs = Certs::generate(&dir.path().join("certs"))?;
+    /// [`Stack::start`] returning the error instead.
+    pub fn try_start() -> Result<Stack> {
+        let dir = instance_dir("stack")?;
+        let certs = Certs::generate(dir.path())?;
         // PostgreSQL (initdb) and moto (Python start-up) are slow and independent: overlap them.
         let moto = std::thread::spawn(Moto::launch);
         let pg = Postgres::start_tls(&certs);
@@ -61,14 +55,14 @@ impl Stack {
             .join()
             .unwrap_or_else(|_| Err(anyhow!("moto start-up thread panicked")));
         let (pg, moto) = (pg?, moto?);
-        let bouncer = PgBouncer::start_for(&pg, &certs, &options.bouncer)?;
+        let bouncer = PgBouncer::start_for(&pg, &certs)?;
         Ok(Stack {
             bouncer: Arc::new(bouncer),
             pg: Arc::new(pg),
             moto: Arc::new(moto),
             certs,
             seq: AtomicU32::new(0),
-            dir,
+            _dir: dir,
         })
     }
 
@@ -76,7 +70,7 @@ impl Stack {
     /// thread) wait for it and share it. It is never dropped: when the process exits, however it
     /// exits, the janitor stops its processes and removes its files (see `process.rs`).
     ///
-    /// Tests that stop or reconfigure services should use their own [`Stack::start`] instead.
+    /// Tests that stop or pause servers use their own [`Stack::start`] instead.
     pub fn shared() -> &'static Stack {
         static SHARED: OnceLock<Stack> = OnceLock::new();
         // Concurrent callers wait for the first; if its start panics, the next caller retries
@@ -84,24 +78,20 @@ impl Stack {
         SHARED.get_or_init(Stack::start)
     }
 
-    /// A new database named `test_<n>`: creates a login role `test_<n>_app` with a random
-    /// password, applies `schema_sql` as the superuser, grants the role `SELECT, INSERT` on all
-    /// tables (and `USAGE, SELECT` on all sequences) in `public`, makes PgBouncer accept it, and
-    /// stores an RDS-style secret named `test_<n>` in moto. Each database has its own role, so a
-    /// test can rotate its password without disturbing tests running in parallel.
-    ///
-    /// Panics with the reason on failure (test helper); see [`Stack::create_app_database`].
+    /// A new database `test_<n>` with its own login role `test_<n>_app` and secret `test_<n>`
+    /// (see [`Stack::create_app_database`]). Each database has its own role, so a test can rotate
+    /// its password without disturbing tests running in parallel. Panics on failure.
     pub fn new_database(&self, schema_sql: &str) -> TestDb {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("test_{n}");
-        match self.create_app_database(&name, &format!("{name}_app"), schema_sql) {
-            Ok(db) => db,
-            Err(e) => panic!("local-stack: creating database {name} failed: {e:?}"),
-        }
+        let db = self.create_app_database(&name, &format!("{name}_app"), schema_sql);
+        or_panic(db, format!("creating database {name}"))
     }
 
-    /// [`Stack::new_database`] with the names chosen by the caller: database `name`, login role
-    /// `role` (created before the schema runs, so the schema may grant it more), secret `name`.
+    /// Creates database `name` and login role `role` with a random password, applies
+    /// `schema_sql` as the superuser (after the role exists, so the schema may grant it more),
+    /// grants the role `SELECT, INSERT` on all tables (and `USAGE, SELECT` on all sequences) in
+    /// `public`, makes PgBouncer accept it, and stores an RDS-style secret named `name` in moto.
     pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
         let password = random_hex(16)?;
         self.pg.create_database(name)?;
@@ -110,51 +100,32 @@ impl Stack {
             .admin_psql(name, schema_sql)
             .with_context(|| format!("apply the schema to database {name}"))?;
         let role_ident = quote_ident(role);
-        self.pg.admin_psql(
-            name,
-            &format!(
-                "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role_ident};\n\
-                 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role_ident};\n"
-            ),
-        )?;
-        self.bouncer.refresh_auth(&self.pg, &[role])?;
-        let mut db = TestDb {
+        let grants = format!(
+            "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role_ident};\n\
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role_ident};\n"
+        );
+        self.pg.admin_psql(name, &grants)?;
+        self.bouncer.refresh_auth(&self.pg, role)?;
+        let db = TestDb {
             name: name.to_owned(),
             role: role.to_owned(),
             secret_id: name.to_owned(),
-            secret_arn: String::new(),
             app_password: password,
             ca_pem: self.certs.ca_pem.clone(),
             pg: Arc::clone(&self.pg),
             bouncer: Arc::clone(&self.bouncer),
             moto: Arc::clone(&self.moto),
         };
-        db.secret_arn = self
-            .moto
+        self.moto
             .create_secret(name, &db.secret_json(&db.app_password))?;
         Ok(db)
-    }
-
-    /// Stops everything and removes all files (what `Drop` does; used at exit for the shared
-    /// stack, which is never dropped).
-    fn teardown(&self) {
-        self.bouncer.teardown();
-        self.pg.teardown();
-        self.moto.teardown();
-        self.dir.remove();
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.teardown();
     }
 }
 
 /// A database of a [`Stack`] with its own login role and its secret in moto.
 ///
-/// It holds its own handles to the stack's services (no borrow), so it can be kept in a test's
-/// struct; once the `Stack` is dropped its methods fail.
+/// It holds its own handles to the stack's servers (no borrow), so it can be kept in a test's
+/// struct. Its methods that return no `Result` are test helpers: they panic with the reason.
 #[derive(Debug)]
 pub struct TestDb {
     /// Database name (also the secret's name).
@@ -163,8 +134,6 @@ pub struct TestDb {
     pub role: String,
     /// The secret's name, to pass as `SecretId`.
     pub secret_id: String,
-    /// The secret's ARN (changes if moto is restarted; the name does not).
-    pub secret_arn: String,
     /// The password the role was created with ([`TestDb::rotate_password`] does not update it).
     pub app_password: String,
     ca_pem: PathBuf,
@@ -176,54 +145,41 @@ pub struct TestDb {
 impl TestDb {
     /// Makes this database's login role exactly what sql/app-role.sql makes of the function's
     /// role: INSERT and SELECT on `public.users`, nothing else, plus its server-side timeouts.
-    /// Panics on failure (test helper).
     pub fn apply_app_role(&self) {
-        if let Err(e) = self.try_apply_app_role() {
-            panic!(
-                "local-stack: applying sql/app-role.sql in {} failed: {e:?}",
-                self.name
-            );
-        }
+        let what = format!("applying sql/app-role.sql in {}", self.name);
+        or_panic(self.try_apply_app_role(), what);
     }
 
     /// [`TestDb::apply_app_role`] returning the error instead.
     pub fn try_apply_app_role(&self) -> Result<()> {
-        self.try_admin_psql(&format!(
-            "\\set app_role {}\n{}",
-            self.role,
-            crate::APP_ROLE
-        ))
-        .map(drop)
+        let sql = format!("\\set app_role {}\n{}", self.role, crate::APP_ROLE);
+        self.pg.admin_psql(&self.name, &sql).map(drop)
     }
 
     /// Runs SQL in this database as the superuser and returns psql's unaligned output (see
-    /// [`Postgres::admin_psql`]). Panics with psql's error (test helper).
+    /// [`Postgres::admin_psql`]).
     pub fn admin_psql(&self, sql: &str) -> String {
-        match self.try_admin_psql(sql) {
-            Ok(out) => out,
-            Err(e) => panic!("local-stack: admin SQL in {} failed: {e:?}", self.name),
-        }
-    }
-
-    /// [`TestDb::admin_psql`] returning the error instead.
-    pub fn try_admin_psql(&self, sql: &str) -> Result<String> {
-        self.pg.admin_psql(&self.name, sql)
+        let what = format!("admin SQL in {}", self.name);
+        or_panic(self.pg.admin_psql(&self.name, sql), what)
     }
 
     /// `psql` arguments for an admin session in this database over the unix socket
     /// (`-h <socket dir> -p <port> -U postgres -d <name>`), for tests that need a session of
     /// their own (e.g. to hold a lock).
     pub fn admin_psql_args(&self) -> Vec<String> {
-        vec![
-            "-h".to_owned(),
-            self.pg.socket_dir().display().to_string(),
-            "-p".to_owned(),
-            self.pg.port().to_string(),
-            "-U".to_owned(),
-            "postgres".to_owned(),
-            "-d".to_owned(),
-            self.name.clone(),
-        ]
+        let socket_dir = self.pg.socket_dir().display().to_string();
+        let port = self.pg.port().to_string();
+        let args = [
+            "-h",
+            &socket_dir,
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            &self.name,
+        ];
+        args.map(str::to_owned).to_vec()
     }
 
     /// The RDS-format secret for this database with `password`:
@@ -242,35 +198,23 @@ impl TestDb {
 
     /// Changes the role's password the way a Secrets Manager rotation ends up: PostgreSQL first,
     /// then PgBouncer's auth file (reloaded), then the secret's current version.
-    /// Panics on failure (test helper).
     pub fn rotate_password(&self, new_password: &str) {
         let rotate = || -> Result<()> {
             self.pg.set_password(&self.role, new_password)?;
-            self.bouncer.refresh_auth(&self.pg, &[&self.role])?;
+            self.bouncer.refresh_auth(&self.pg, &self.role)?;
             self.moto
                 .put_secret_value(&self.secret_id, &self.secret_json(new_password))
         };
-        if let Err(e) = rotate() {
-            panic!(
-                "local-stack: rotating the password of {} failed: {e:?}",
-                self.role
-            );
-        }
+        or_panic(rotate(), format!("rotating the password of {}", self.role));
     }
 
     /// Puts a new secret version with `password` and changes nothing else: a secret that no
     /// longer matches the database (or, with the right password, one that is fixed again).
-    /// Panics on failure (test helper).
     pub fn put_secret_password(&self, password: &str) {
-        if let Err(e) = self
+        let put = self
             .moto
-            .put_secret_value(&self.secret_id, &self.secret_json(password))
-        {
-            panic!(
-                "local-stack: updating secret {} failed: {e:?}",
-                self.secret_id
-            );
-        }
+            .put_secret_value(&self.secret_id, &self.secret_json(password));
+        or_panic(put, format!("updating secret {}", self.secret_id));
     }
 
     /// Runs `sql` as the application role through PgBouncer over verified TLS, as the function
@@ -291,11 +235,11 @@ impl TestDb {
         )
     }
 
-    /// The `--env-vars` file of `sam local invoke` for the function `function`: what [`TestDb::env`]
-    /// gives the function, but the CA as PEM text (`DB_CA_PEM`), since only the build artifact is
-    /// mounted in the container. Every variable the function reads is set, empty meaning unset:
-    /// this file wins over the shell's environment, which SAM would otherwise pass on (a
-    /// `DB_CA_FILE` naming a host path, say).
+    /// The `--env-vars` file of `sam local invoke` for the function `function`: what
+    /// [`TestDb::env`] gives the function, but the CA as PEM text (`DB_CA_PEM`), since only the
+    /// build artifact is mounted in the container. Every variable the function reads is set,
+    /// empty meaning unset: this file wins over the shell's environment, which SAM would
+    /// otherwise pass on (a `DB_CA_FILE` naming a host path, say).
     pub fn sam_env(&self, function: &str) -> Result<serde_json::Value> {
         let ca = std::fs::read_to_string(&self.ca_pem)
             .with_context(|| format!("read {}", self.ca_pem.display()))?;

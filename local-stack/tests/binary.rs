@@ -1,5 +1,5 @@
 //! The `local-stack up` binary: env file, readiness line, and teardown on stdin EOF, SIGTERM and
-//! (through the children's parent-death signal) SIGKILL.
+//! (through the janitor, see `process.rs`) SIGKILL.
 
 // A test crate: its helpers panic with the reason, like the tests themselves.
 #![allow(
@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -130,24 +130,22 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
-/// A Secrets Manager call by hand, as the Lambda's SDK would make it (minus the real signature).
+/// A Secrets Manager call as the Lambda's SDK would make it (minus the real signature).
 fn get_secret(endpoint: &str, id: &str) -> serde_json::Value {
-    let addr = endpoint.trim_start_matches("http://");
-    let body = serde_json::json!({ "SecretId": id }).to_string();
-    let mut conn = std::net::TcpStream::connect(addr).expect("connect to moto");
-    write!(
-        conn,
-        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\n\
-         X-Amz-Target: secretsmanager.GetSecretValue\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=00\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut response = String::new();
-    conn.read_to_string(&mut response).expect("read");
-    let (_, payload) = response.split_once("\r\n\r\n").expect("HTTP response");
-    let answer: serde_json::Value = serde_json::from_str(payload).expect("JSON");
+    let answer = ureq::post(endpoint)
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("X-Amz-Target", "secretsmanager.GetSecretValue")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/secretsmanager/aws4_request, \
+             SignedHeaders=host, Signature=00",
+        )
+        .send(serde_json::json!({ "SecretId": id }).to_string())
+        .expect("GetSecretValue")
+        .body_mut()
+        .read_to_string()
+        .expect("read the answer");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
     serde_json::from_str(answer["SecretString"].as_str().expect("SecretString"))
         .expect("secret JSON")
 }
