@@ -4,7 +4,7 @@
 use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
 use local_stack::Stack;
 
-use crate::helpers::{TestApp, invoke, sign_up, unique};
+use crate::helpers::{TestApp, invoke, new_user};
 
 const DSQL_SCHEMA: &str = include_str!("../../sql/dsql-schema.sql");
 
@@ -32,11 +32,6 @@ fn attempts(test: &TestApp<'_>) -> u32 {
     test.query("SELECT last_value FROM public.insert_attempts")[0]
         .parse()
         .expect("a number")
-}
-
-fn new_user() -> serde_json::Value {
-    let sub = format!("sub-{}", unique());
-    sign_up(&sub, &format!("{sub}@example.com"), None, None)
 }
 
 #[tokio::test]

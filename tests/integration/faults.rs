@@ -7,13 +7,7 @@ use std::time::{Duration, Instant};
 
 use local_stack::Stack;
 
-use crate::helpers::{TestApp, invoke, invoke_with_deadline, sign_up, unique};
-
-fn new_user() -> serde_json::Value {
-    let sub = format!("sub-{}", unique());
-    let email = format!("{sub}@example.com");
-    sign_up(&sub, &email, None, None)
-}
+use crate::helpers::{TestApp, invoke, invoke_with_deadline, new_user, unique};
 
 /// Cognito gives the whole call 5 s; a failure must be reported well inside that.
 const COGNITO_BUDGET: Duration = Duration::from_secs(5);

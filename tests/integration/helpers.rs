@@ -134,6 +134,12 @@ pub fn sign_up(
     local_stack::kit::sign_up_event(&format!("user-{sub}"), attributes)
 }
 
+/// A sign-up confirmation for a new user with only `sub` and `email`.
+pub fn new_user() -> Value {
+    let sub = format!("sub-{}", unique());
+    sign_up(&sub, &format!("{sub}@example.com"), None, None)
+}
+
 /// A process-unique suffix.
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,19 +10,10 @@ use cognito_post_confirmation::App;
 use local_stack::Stack;
 use local_stack::iam::{IamVerifier, SECRET_KEY};
 
-use crate::helpers::{TestApp, config_from, invoke, sign_up, unique};
+use crate::helpers::{TestApp, config_from, invoke, new_user};
 
-struct Verifier;
-
-impl Verifier {
-    fn start(
-        test: &TestApp<'_>,
-        service: &str,
-        secret_key: &str,
-        max_age: Duration,
-    ) -> IamVerifier {
-        IamVerifier::start(test.stack, &test.db, service, secret_key, max_age)
-    }
+fn verifier(test: &TestApp<'_>, service: &str, key: &str, max_age: Duration) -> IamVerifier {
+    IamVerifier::start(test.stack, &test.db, service, key, max_age)
 }
 
 /// The function's environment for `mode` through `verifier`, and an SDK whose only working part
@@ -38,15 +29,10 @@ async fn iam_app(test: &TestApp<'_>, mode: &str, verifier: &IamVerifier) -> App 
         .expect("cold start")
 }
 
-fn new_user() -> serde_json::Value {
-    let sub = format!("sub-{}", unique());
-    sign_up(&sub, &format!("{sub}@example.com"), None, None)
-}
-
 #[tokio::test]
 async fn rds_iam_logs_in_with_a_token_the_stack_verifies_and_reads_no_secret() {
     let test = TestApp::new().await;
-    let verifier = Verifier::start(&test, "rds-db", SECRET_KEY, Duration::from_secs(900));
+    let verifier = verifier(&test, "rds-db", SECRET_KEY, Duration::from_secs(900));
     let app = iam_app(&test, "rds-iam", &verifier).await;
     invoke(&app, new_user()).await.expect("recorded");
     invoke(&app, new_user()).await.expect("recorded, warm");
@@ -58,7 +44,7 @@ async fn rds_iam_logs_in_with_a_token_the_stack_verifies_and_reads_no_secret() {
 #[tokio::test]
 async fn dsql_iam_logs_in_with_a_dsql_token() {
     let test = TestApp::new().await;
-    let verifier = Verifier::start(&test, "dsql", SECRET_KEY, Duration::from_secs(900));
+    let verifier = verifier(&test, "dsql", SECRET_KEY, Duration::from_secs(900));
     let app = iam_app(&test, "dsql-iam", &verifier).await;
     invoke(&app, new_user()).await.expect("recorded");
     assert_eq!(test.count_users(), 1);
@@ -71,7 +57,7 @@ async fn dsql_iam_logs_in_with_a_dsql_token() {
 async fn an_expired_token_is_refused_and_the_function_makes_a_new_one() {
     let stack = Stack::start();
     let test = TestApp::on(&stack).await;
-    let verifier = Verifier::start(&test, "rds-db", SECRET_KEY, Duration::from_secs(2));
+    let verifier = verifier(&test, "rds-db", SECRET_KEY, Duration::from_secs(2));
     let app = iam_app(&test, "rds-iam", &verifier).await;
     invoke(&app, new_user()).await.expect("recorded");
     std::thread::sleep(Duration::from_millis(2500));
@@ -96,7 +82,7 @@ async fn an_expired_token_is_refused_and_the_function_makes_a_new_one() {
 #[tokio::test]
 async fn a_token_with_a_wrong_signature_is_refused() {
     let test = TestApp::new().await;
-    let verifier = Verifier::start(&test, "rds-db", "not-the-key", Duration::from_secs(900));
+    let verifier = verifier(&test, "rds-db", "not-the-key", Duration::from_secs(900));
     let app = iam_app(&test, "rds-iam", &verifier).await;
     std::thread::sleep(Duration::from_millis(1100));
     let error = invoke(&app, new_user()).await.expect_err("refused");

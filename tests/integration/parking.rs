@@ -67,22 +67,26 @@ impl Queues {
         }
     }
 
+    /// Up to 10 messages of `url`, invisible to others for 30 s.
+    async fn receive(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        self.sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .send()
+            .with_subscriber(quiet())
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default()
+    }
+
     /// Receives what `url` holds now (without consuming it: it is visible again at once).
     async fn peek(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
         let mut all = Vec::new();
         loop {
-            let batch = self
-                .sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .visibility_timeout(30)
-                .send()
-                .with_subscriber(quiet())
-                .await
-                .expect("receive")
-                .messages
-                .unwrap_or_default();
+            let batch = self.receive(url).await;
             if batch.is_empty() {
                 break;
             }
@@ -142,18 +146,7 @@ impl Esm {
     async fn run(app: &App, queues: &Queues, passes: usize) -> Vec<Vec<String>> {
         let mut reports = Vec::new();
         for _ in 0..passes {
-            let messages = queues
-                .sqs
-                .receive_message()
-                .queue_url(&queues.park_url)
-                .max_number_of_messages(10)
-                .visibility_timeout(30)
-                .send()
-                .with_subscriber(quiet())
-                .await
-                .expect("receive")
-                .messages
-                .unwrap_or_default();
+            let messages = queues.receive(&queues.park_url).await;
             if messages.is_empty() {
                 break;
             }

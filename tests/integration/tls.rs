@@ -2,12 +2,7 @@
 
 use local_stack::{Certs, Postgres};
 
-use crate::helpers::{SCHEMA, TestApp, config_from, invoke, sign_up, unique};
-
-fn new_user() -> serde_json::Value {
-    let sub = format!("sub-{}", unique());
-    sign_up(&sub, &format!("{sub}@example.com"), None, None)
-}
+use crate::helpers::{SCHEMA, TestApp, config_from, invoke, new_user, unique};
 
 #[tokio::test]
 async fn a_certificate_from_an_untrusted_ca_is_refused() {
