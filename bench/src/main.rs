@@ -34,6 +34,10 @@ struct Args {
     /// The arm64 bootstrap as deployed, whose size is reported.
     #[arg(long)]
     arm64_bootstrap: Option<PathBuf>,
+    /// Another build of the function (an earlier commit, say) whose secret-mode cold start is
+    /// measured alternately with this one's, as a same-run baseline.
+    #[arg(long)]
+    baseline_bootstrap: Option<PathBuf>,
     /// Warm invocations to measure.
     #[arg(long, default_value_t = 1000)]
     warm: usize,
@@ -177,17 +181,22 @@ async fn main() {
     // IAM alternate, so that drift in the machine's load hits both alike.
     let mut cold = Samples::default();
     let mut cold_iam = Samples::default();
+    let mut cold_baseline = Samples::default();
     let mut cold_rss = Vec::new();
     for n in 0..args.cold + 1 {
-        for (mode_env, samples, kind) in [
-            (&env, &mut cold, "cold"),
-            (&iam_env, &mut cold_iam, "cold-iam"),
-        ] {
+        let mut modes = vec![
+            (&args.bootstrap, &env, &mut cold, "cold"),
+            (&args.bootstrap, &iam_env, &mut cold_iam, "cold-iam"),
+        ];
+        if let Some(baseline) = &args.baseline_bootstrap {
+            modes.push((baseline, &env, &mut cold_baseline, "cold-baseline"));
+        }
+        for (bootstrap, mode_env, samples, kind) in modes {
             // A Runtime API per process: a killed process's pending `next` must not take an event.
             let api = RuntimeApi::start().await.expect("runtime API");
             let spawned = Instant::now();
             let log = format!("target/bench/{kind}.log");
-            let mut child = spawn_function(&args.bootstrap, &api, mode_env, &log);
+            let mut child = spawn_function(bootstrap, &api, mode_env, &log);
             let done = api
                 .invoke(&event(kind, n), limit)
                 .await
@@ -200,7 +209,9 @@ async fn main() {
             if n > 0 {
                 // The first spawn pays for loading the binary from disk into the page cache.
                 samples.add(done.completed - spawned);
-                cold_rss.push(peak_rss_kib(child.id()));
+                if kind != "cold-baseline" {
+                    cold_rss.push(peak_rss_kib(child.id()));
+                }
             }
             child.kill().ok();
             child.wait().ok();
@@ -345,6 +356,13 @@ async fn main() {
         &secret_fetch,
     );
     line("function, DB_AUTH=rds-iam cold start", &cold_iam);
+    if !cold_baseline.0.is_empty() {
+        line("baseline: --baseline-bootstrap cold start", &cold_baseline);
+        println!(
+            "cold start this build / baseline build = {:.2}",
+            ms(cold.p50()) / ms(cold_baseline.p50())
+        );
+    }
     line(
         "baseline: token + connect + INSERT per call (IAM)",
         &per_call_iam,
