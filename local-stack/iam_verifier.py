@@ -61,6 +61,7 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 class Verifier:
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        self.to_tamper = args.tamper_first
         self.server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.server_tls.load_cert_chain(args.cert, args.key)
         self.backend_tls = ssl.create_default_context(cafile=args.backend_ca)
@@ -136,6 +137,10 @@ class Verifier:
         if kind != b"p":
             return
         token = body.rstrip(b"\0").decode(errors="replace")
+        if self.to_tamper > 0:
+            # As if the token had been altered on the way: one character of its signature.
+            self.to_tamper -= 1
+            token = token[:-1] + ("0" if token[-1:] != "0" else "1")
         problem = self.check(token, user)
         if problem is not None:
             self.log(f"rejected: {problem}")
@@ -211,6 +216,7 @@ async def main() -> None:
     parser.add_argument("--access-key", required=True)
     parser.add_argument("--secret-key", required=True)
     parser.add_argument("--max-age", type=float, default=900, help="seconds a token is accepted after it was made")
+    parser.add_argument("--tamper-first", type=int, default=0, help="alter the first N tokens received (a tampered token)")
     parser.add_argument("--log", required=True)
     args = parser.parse_args()
     verifier = Verifier(args)

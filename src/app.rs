@@ -266,6 +266,15 @@ impl App {
                         attempt = conflicts,
                         "the INSERT met a concurrent commit (40001); trying again"
                     );
+                    // A short, jittered pause (DSQL's advice), never past the deadline.
+                    let jitter = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::from(d.subsec_nanos() % 10));
+                    let pause = Duration::from_millis(10 * u64::from(conflicts) + jitter);
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                 }
                 Err(error) if db::is_connection_error(&error) => {
                     state.client = None;
@@ -433,5 +442,45 @@ impl From<Rejected> for RecordError {
         match rejected {
             Rejected::Login(error) | Rejected::Other(error) => error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_insert_refused_for_its_data_is_not_an_outage() {
+        let insert = |code: Option<&str>| RecordError::Insert {
+            message: String::new(),
+            code: code.map(str::to_owned),
+        };
+        for data in ["22001", "22P02", "23505", "23514"] {
+            assert!(!insert(Some(data)).is_outage(), "{data}");
+        }
+        for outage in ["42501", "42P01", "40001", "53300", "57014"] {
+            assert!(insert(Some(outage)).is_outage(), "{outage}");
+        }
+        assert!(insert(None).is_outage());
+        assert!(
+            RecordError::Connect {
+                endpoint: String::new(),
+                message: String::new()
+            }
+            .is_outage()
+        );
+        assert!(
+            RecordError::Timeout {
+                stage: "connecting",
+                elapsed_ms: 0
+            }
+            .is_outage()
+        );
+        assert!(
+            RecordError::Credentials(CredentialsError::Token {
+                message: String::new()
+            })
+            .is_outage()
+        );
     }
 }

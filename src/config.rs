@@ -63,7 +63,7 @@ pub enum ConfigError {
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(1800);
 pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_millis(200);
 
 /// The function's `Timeout` in template.yaml (4 s). A connect and an INSERT, each at its cap, plus
@@ -163,16 +163,6 @@ impl Config {
             min_margin,
             1000,
         )?;
-        let sum = (connect_timeout + statement_timeout + deadline_margin).as_millis();
-        if sum > u128::from(FUNCTION_TIMEOUT_MS) {
-            return Err(invalid(
-                "DB_CONNECT_TIMEOUT_MS + DB_STATEMENT_TIMEOUT_MS + DEADLINE_MARGIN_MS",
-                &format!(
-                    "they add up to {sum} ms; a connect and an INSERT at their caps must fit in \
-                     the function's {FUNCTION_TIMEOUT_MS} ms timeout"
-                ),
-            ));
-        }
         let park_queue_url = get("PARK_QUEUE_URL")
             .map(|url| {
                 let url = url.trim().to_owned();
@@ -186,6 +176,27 @@ impl Config {
                 }
             })
             .transpose()?;
+        // With a park queue, the time kept to park a user comes on top.
+        let parking = if park_queue_url.is_some() {
+            crate::park::PARK_TIMEOUT
+        } else {
+            Duration::ZERO
+        };
+        let sum = (connect_timeout + statement_timeout + deadline_margin + parking).as_millis();
+        if sum > u128::from(FUNCTION_TIMEOUT_MS) {
+            let parked = if parking.is_zero() {
+                String::new()
+            } else {
+                format!(" plus {} ms to park a user", parking.as_millis())
+            };
+            return Err(invalid(
+                "DB_CONNECT_TIMEOUT_MS + DB_STATEMENT_TIMEOUT_MS + DEADLINE_MARGIN_MS",
+                &format!(
+                    "they add up to {sum} ms{parked}; a connect and an INSERT at their caps \
+                     must fit in the function's {FUNCTION_TIMEOUT_MS} ms timeout"
+                ),
+            ));
+        }
         Ok(Self {
             auth,
             host: get("DB_HOST"),
@@ -416,11 +427,28 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("4200 ms"), "{message}");
-        // The template's largest values fit.
+        // With a park queue, parking's 500 ms count too: the defaults fit, 2 s INSERTs do not.
+        let park = (
+            "PARK_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/1/parked",
+        );
+        config(&[("DB_SECRET_ID", "s"), park]).unwrap();
+        let error = config(&[
+            ("DB_SECRET_ID", "s"),
+            park,
+            ("DB_STATEMENT_TIMEOUT_MS", "2000"),
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("4200 ms plus 500 ms to park"),
+            "{error}"
+        );
+        // The template's largest values fit, with parking.
         config(&[
             ("DB_SECRET_ID", "s"),
+            park,
             ("DB_CONNECT_TIMEOUT_MS", "1500"),
-            ("DB_STATEMENT_TIMEOUT_MS", "2000"),
+            ("DB_STATEMENT_TIMEOUT_MS", "1800"),
         ])
         .unwrap();
     }

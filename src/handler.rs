@@ -207,7 +207,16 @@ async fn run(
     } else {
         deadline
     };
-    let error = match app.record(&user, write_by).await {
+    let recorded = if write_by <= started {
+        // Less time left than parking needs: do not start a write that would eat into it.
+        Err(RecordError::Timeout {
+            stage: "starting the write (no time left to write and still park)",
+            elapsed_ms: 0,
+        })
+    } else {
+        app.record(&user, write_by).await
+    };
+    let error = match recorded {
         Ok(outcome) => {
             tally.wrote(outcome, started.elapsed());
             info!(

@@ -37,6 +37,19 @@ impl IamVerifier {
         secret_key: &str,
         max_age: Duration,
     ) -> IamVerifier {
+        Self::start_tampering(stack, db, service, secret_key, max_age, 0)
+    }
+
+    /// Like [`IamVerifier::start`], altering the first `tamper_first` tokens it receives, as if
+    /// they had been tampered with on the way.
+    pub fn start_tampering(
+        stack: &Stack,
+        db: &TestDb,
+        service: &str,
+        secret_key: &str,
+        max_age: Duration,
+        tamper_first: u32,
+    ) -> IamVerifier {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/iam_verifier.py");
         static NEXT: AtomicU32 = AtomicU32::new(0);
         // Inside the stack's own directory, which goes when the stack goes, however it ends.
@@ -61,6 +74,7 @@ impl IamVerifier {
             .args(["--region", REGION, "--access-key", ACCESS_KEY])
             .args(["--secret-key", secret_key])
             .args(["--max-age", &max_age.as_secs_f64().to_string()])
+            .args(["--tamper-first", &tamper_first.to_string()])
             .args(["--log", &log.to_string_lossy()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

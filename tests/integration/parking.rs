@@ -335,6 +335,11 @@ async fn an_outage_parks_every_sign_up_and_the_replay_writes_each_exactly_once()
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].len(), 10, "the whole batch is offered again");
     assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        metrics.failed("DatabaseConnectionError"),
+        1,
+        "one write attempted, the rest of the batch deferred"
+    );
     assert_eq!(queues.peek(&queues.park_url).await.len(), 12);
 
     // The database is back: the replay writes each parked user once. One message is delivered
@@ -365,7 +370,7 @@ async fn an_outage_parks_every_sign_up_and_the_replay_writes_each_exactly_once()
     assert_eq!(metrics.sum("Replayed"), 13);
     assert_eq!(metrics.sum("Inserted"), 3 + 12);
     assert_eq!(metrics.sum("AlreadyPresent"), 1);
-    assert!(metrics.failed("DatabaseConnectionError") >= 1);
+    assert_eq!(metrics.failed("DatabaseConnectionError"), 1);
 
     // Nothing personal in the logs or the metrics of all this.
     let logs = captured.text();
@@ -474,4 +479,38 @@ async fn poison_messages_end_in_the_dead_letter_queue_and_the_rest_of_the_batch_
         (poison.len() * MAX_RECEIVES) as u64
     );
     assert_eq!(metrics.sum("Replayed"), 1);
+}
+
+/// An INSERT refused for its values (SQLSTATE class 22/23) would be refused again: such a user is
+/// never parked, and in a replay fails alone while the rest of the batch is written.
+#[tokio::test]
+async fn a_user_refused_for_its_data_is_not_parked_and_fails_alone_in_a_replay() {
+    let test = TestApp::new().await;
+    let queues = Queues::create(&test, 5).await;
+    let app = test
+        .start_with(config_from(&parked_env(&test, &queues.park_url)))
+        .await;
+    test.db.admin_psql(
+        "ALTER TABLE public.users ADD CONSTRAINT refuse_one \
+         CHECK (email <> 'refused@example.com')",
+    );
+    let (sub, _) = new_user("refused");
+    let event = sign_up(&sub, "refused@example.com", None, None);
+    let error = invoke(&app, event).await.expect_err("refused for its data");
+    assert_eq!(error.error_type(), "DatabaseError", "{error}");
+    assert!(queues.peek(&queues.park_url).await.is_empty(), "not parked");
+
+    let refused = NewUser::checked(&sub, "refused@example.com", "r", "R").expect("a user");
+    let (good_sub, _) = new_user("good");
+    let good = NewUser::checked(&good_sub, "good@example.com", "g", "G").expect("a user");
+    queues
+        .send(&park::encode(&refused, SystemTime::now()))
+        .await;
+    queues.send(&park::encode(&good, SystemTime::now())).await;
+    let reports = Esm::run(&app, &queues, 1).await;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].len(), 1, "only the refused message fails");
+    let rows = rows_per_user(&test);
+    assert_eq!(rows.get(&good_sub), Some(&1));
+    assert_eq!(rows.get(&sub), None);
 }

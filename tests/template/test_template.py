@@ -79,6 +79,8 @@ DEADLINE_MARGIN_MS = 200
 ROLE_STATEMENT_TIMEOUT_MS = 1000 * int(
     re.search(r"SET statement_timeout = %L', :'app_role', '(\d+)s'", (REPO / "sql" / "app-role.sql").read_text()).group(1)
 )
+# The time kept to park a user (src/park.rs), on top of the caps when a park queue is configured.
+PARK_TIMEOUT_MS = int(re.search(r"PARK_TIMEOUT: Duration = Duration::from_millis\((\d+)\)", (REPO / "src" / "park.rs").read_text()).group(1))
 LOOPBACK = "127.0.0.1/32"  # the "no egress" placeholder rule
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
@@ -292,8 +294,9 @@ def check_time_budget(template: dict, name: str, timeout: Any) -> list[str]:
     problems = []
     if caps["DB_STATEMENT_TIMEOUT_MS"] > ROLE_STATEMENT_TIMEOUT_MS:
         problems.append(f"{name}: DB_STATEMENT_TIMEOUT_MS may exceed the role's statement_timeout ({ROLE_STATEMENT_TIMEOUT_MS} ms)")
-    if isinstance(timeout, int) and sum(caps.values()) + DEADLINE_MARGIN_MS > timeout * 1000:
-        problems.append(f"{name}: a connect and an INSERT at their caps plus the margin may outlast the {timeout} s Timeout")
+    parking = PARK_TIMEOUT_MS if "PARK_QUEUE_URL" in variables else 0
+    if isinstance(timeout, int) and sum(caps.values()) + DEADLINE_MARGIN_MS + parking > timeout * 1000:
+        problems.append(f"{name}: a connect and an INSERT at their caps plus the margin and parking may outlast the {timeout} s Timeout")
     return problems
 
 
@@ -331,6 +334,9 @@ def check_function(template: dict) -> list[str]:
     logging_config = props.get("LoggingConfig", {})
     if logging_config.get("LogFormat") != "JSON":
         problems.append(f"{name}: LoggingConfig.LogFormat must be JSON")
+    level = param(template, ref_name(logging_config.get("ApplicationLogLevel")))
+    if level is None or "TRACE" in level.get("AllowedValues", ["TRACE"]):
+        problems.append(f"{name}: the log level must come from a parameter that does not allow TRACE (the runtime logs raw events)")
     groups = resources_of(template, "AWS::Logs::LogGroup")
     group = ref_name(logging_config.get("LogGroup"))
     if group not in groups:
@@ -692,6 +698,19 @@ def check_parking(template: dict) -> list[str]:
     for queue_name in queues:
         if queue_name not in covered:
             problems.append(f"{queue_name}: no queue policy denying requests without TLS")
+    role = getatt(the_function(template)[1].get("Properties", {}).get("Role"))
+    senders_denied = [
+        statement for _, statement, _, _ in policy_statements(template)
+        if statement.get("Effect") == "Deny" and "sqs:SendMessage" in statement_actions(statement)
+        and any(refers_to(r, name) for r, _ in items(statement.get("Resource")))
+        and role is not None
+        and all(
+            any(refers_to(arn, role[0]) for arn, _ in items(allowed))
+            for allowed, _ in alternatives(statement.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn"))
+        )
+    ]
+    if not senders_denied:
+        problems.append(f"{name}: no queue policy denying SendMessage to all but the function's role (a message becomes a row)")
     mappings = [m.get("Properties", {}) for m in resources_of(template, "AWS::Lambda::EventSourceMapping").values()]
     replays = [m for m in mappings if refers_to(m.get("EventSourceArn"), name)]
     if len(replays) != 1:
@@ -1069,6 +1088,22 @@ class RejectsCarelessEdits(unittest.TestCase):
         variables = first(template, "AWS::Serverless::Function")["Properties"]["Environment"]["Variables"]
         variables["PARK_QUEUE_URL"] = "https://sqs.us-east-1.amazonaws.com/111122223333/elsewhere"
         self.assertRejected(template, "PARK_QUEUE_URL must name this template's park queue")
+
+    def test_anyone_may_send_to_the_park_queue(self):
+        template = self.mutated()
+        statements = template["Resources"]["ParkQueuesTlsOnly"]["Properties"]["PolicyDocument"]["Statement"]
+        statements[:] = [s for s in statements if s.get("Sid") != "OnlyTheFunctionParks"]
+        self.assertRejected(template, "no queue policy denying SendMessage to all but the function's role")
+
+    def test_trace_logging_allowed(self):
+        template = self.mutated()
+        template["Parameters"]["LogLevel"]["AllowedValues"].insert(0, "TRACE")
+        self.assertRejected(template, "does not allow TRACE")
+
+    def test_statement_cap_that_leaves_no_time_to_park(self):
+        template = self.mutated()
+        template["Parameters"]["DbStatementTimeoutMs"]["MaxValue"] = 2000
+        self.assertRejected(template, "plus the margin and parking may outlast the 4 s Timeout")
 
     def test_dead_letter_alarm_removed(self):
         template = self.mutated()
