@@ -207,7 +207,7 @@ async fn run(
     } else {
         deadline
     };
-    let recorded = if write_by <= started {
+    let recorded = if app.parks() && write_by <= started {
         // Less time left than parking needs: do not start a write that would eat into it.
         Err(RecordError::Timeout {
             stage: "starting the write (no time left to write and still park)",
