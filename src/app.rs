@@ -142,6 +142,10 @@ impl App {
             Auth::Secret { .. } => Login::Secret(aws_sdk_secretsmanager::Client::new(sdk)),
             Auth::Iam { service, user } => Login::Iam(IamLogin::new(*service, user, sdk)?),
         };
+        let parking = config
+            .park_queue_url
+            .clone()
+            .map(|url| Parking::new(sdk, url));
         let extra_cas = config.extra_cas.clone();
         let trust_store = tokio::task::spawn_blocking(move || tls::client_config(&extra_cas));
         let fetch = timeout_at(deadline.into(), login.credentials(&config));
@@ -158,13 +162,10 @@ impl App {
             },
             first_invocation: AtomicBool::new(true),
             connections_opened: AtomicU64::new(0),
-            parking: None,
+            parking,
             metrics: metrics::stdout(),
             function_name: metrics::function_name(),
         };
-        if let Some(url) = &app.config.park_queue_url {
-            app.parking = Some(Parking::new(sdk, url.clone()));
-        }
         match fetched {
             Ok(Ok(credentials)) => {
                 let connected = app.connect(&credentials, deadline).await;

@@ -62,6 +62,11 @@ pub enum ConfigError {
     Invalid { var: &'static str, reason: String },
 }
 
+/// The port and database used when neither the configuration nor the secret names one (also
+/// Aurora DSQL's only database).
+pub const DEFAULT_DB_PORT: u16 = 5432;
+pub const DEFAULT_DB_NAME: &str = "postgres";
+
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(1800);
 pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_millis(200);

@@ -6,7 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_DB_NAME, DEFAULT_DB_PORT};
 
 /// Where and as whom to connect. `Debug` never shows the password.
 #[derive(Clone, Debug)]
@@ -92,7 +92,7 @@ pub fn parse(json: &str, config: &Config) -> Result<Credentials, CredentialsErro
         serde_json::from_str(json).map_err(|_| malformed(what_is_wrong(json)))?;
     let port = match (config.port, secret.port) {
         (Some(port), _) => port,
-        (None, None) => 5432,
+        (None, None) => DEFAULT_DB_PORT,
         (None, Some(Port::Number(port))) => port,
         (None, Some(Port::Text(text))) => text
             .trim()
@@ -118,7 +118,7 @@ pub fn parse(json: &str, config: &Config) -> Result<Credentials, CredentialsErro
             .dbname
             .clone()
             .or(secret.dbname.filter(|d| !d.trim().is_empty()))
-            .unwrap_or_else(|| "postgres".to_owned()),
+            .unwrap_or_else(|| DEFAULT_DB_NAME.to_owned()),
         renew_after: None,
     })
 }

@@ -38,10 +38,20 @@ pub fn invocation_deadline(
     margin: Duration,
     cold: Option<ColdStart>,
 ) -> Instant {
-    let epoch_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    deadline_at(Instant::now(), epoch_ms, lambda_deadline_ms, margin, cold)
+    deadline_at(
+        Instant::now(),
+        epoch_ms(SystemTime::now()),
+        lambda_deadline_ms,
+        margin,
+        cold,
+    )
+}
+
+/// `at` in milliseconds since the Unix epoch, as Lambda's deadline, EMF's `Timestamp` and a
+/// parked message's `parked_at_ms` count time (0 for a clock before 1970).
+pub fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn deadline_at(

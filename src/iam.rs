@@ -76,7 +76,7 @@ impl IamLogin {
             failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
         })?;
         let host = config.host.clone().unwrap_or_default();
-        let port = config.port.unwrap_or(5432);
+        let port = config.port.unwrap_or(crate::config::DEFAULT_DB_PORT);
         let made = Instant::now();
         let password = token(
             self.action,
@@ -96,7 +96,7 @@ impl IamLogin {
             dbname: config
                 .dbname
                 .clone()
-                .unwrap_or_else(|| "postgres".to_owned()),
+                .unwrap_or_else(|| crate::config::DEFAULT_DB_NAME.to_owned()),
             renew_after: Some(made + TOKEN_REUSE),
         })
     }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -62,9 +62,7 @@ impl Tally {
 
     /// The EMF documents for this tally, one JSON object per line.
     pub fn lines(&self, function_name: &str, at: SystemTime) -> Vec<String> {
-        let timestamp = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let timestamp = crate::deadline::epoch_ms(at);
         let directive = |dimensions: &[&str], metrics: &[(&str, &str)]| {
             json!({
                 "Timestamp": timestamp,
@@ -130,6 +128,7 @@ pub fn function_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn the_lines_are_emf_documents_with_the_counts() {

@@ -54,9 +54,7 @@ pub fn encode(user: &NewUser, parked_at: SystemTime) -> String {
         email: user.email.clone(),
         handle: user.handle.clone(),
         display_name: user.display_name.clone(),
-        parked_at_ms: parked_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        parked_at_ms: crate::deadline::epoch_ms(parked_at),
     };
     // Serialising plain strings and a number cannot fail.
     let json = serde_json::to_string(&parked).unwrap_or_default();
