@@ -162,7 +162,7 @@ async fn main() {
         &stack,
         &db,
         "rds-db",
-        local_stack::iam::SECRET_KEY,
+        local_stack::kit::SECRET_KEY,
         Duration::from_secs(900),
     );
     let iam_env: Vec<(&'static str, String)> = env
@@ -279,8 +279,8 @@ async fn main() {
     // verifier's own TLS + SCRAM to PgBouncer), the INSERT, close.
     let mut per_call_iam = Samples::default();
     let aws = aws_credential_types::Credentials::new(
-        local_stack::iam::ACCESS_KEY,
-        local_stack::iam::SECRET_KEY,
+        local_stack::kit::ACCESS_KEY,
+        local_stack::kit::SECRET_KEY,
         None,
         None,
         "bench",
@@ -292,7 +292,7 @@ async fn main() {
             "localhost",
             verifier.port,
             &db.role,
-            local_stack::iam::REGION,
+            local_stack::kit::REGION,
             &aws,
             std::time::SystemTime::now(),
         )

@@ -9,13 +9,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::kit::{ACCESS_KEY, REGION};
 use crate::{Stack, TestDb};
-
-/// The credentials [`crate::kit::sdk_config`] uses, which tokens are checked against.
-pub const ACCESS_KEY: &str = "test";
-pub const SECRET_KEY: &str = "test";
-/// The region [`crate::kit::sdk_config`] uses.
-pub const REGION: &str = "us-east-1";
 
 /// A running verifier in front of the stack's PgBouncer, for one database. Stopped on drop; it
 /// also exits by itself when this process ends (its standard input closes).

@@ -17,15 +17,21 @@ pub fn sign_up_event(user_name: &str, attributes: Value) -> Value {
     event
 }
 
+/// The fixed credentials and region of [`sdk_config`] (what the IAM token verifier checks
+/// tokens against, too).
+pub const ACCESS_KEY: &str = "test";
+pub const SECRET_KEY: &str = "test";
+pub const REGION: &str = "us-east-1";
+
 /// The AWS SDK configuration for the local stack's moto at `endpoint`: region `us-east-1`, fixed
 /// test credentials, nothing read from the developer's profile or environment.
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(REGION))
         .endpoint_url(endpoint)
         .credentials_provider(aws_credential_types::Credentials::new(
-            "test",
-            "test",
+            ACCESS_KEY,
+            SECRET_KEY,
             None,
             None,
             "local-stack",

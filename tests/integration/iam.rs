@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use cognito_post_confirmation::App;
 use local_stack::Stack;
-use local_stack::iam::{IamVerifier, SECRET_KEY};
+use local_stack::iam::IamVerifier;
+use local_stack::kit::SECRET_KEY;
 
 use crate::helpers::{TestApp, config_from, invoke, new_user};
 
