@@ -279,6 +279,35 @@ mod tests {
     }
 
     #[test]
+    fn iam_login_without_a_region_or_credentials_fails_naming_what_is_missing() {
+        use crate::config::IamService;
+        let no_region = SdkConfig::builder()
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "a", "b", None, None, "test",
+            )))
+            .build();
+        let error = IamLogin::new(IamService::Rds, "app", &no_region)
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.to_string(),
+            "AWS_REGION must be set for DB_AUTH=rds-iam (the token is signed for a region)"
+        );
+        let no_credentials = SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .build();
+        let error = IamLogin::new(IamService::Dsql, "app", &no_credentials)
+            .err()
+            .unwrap();
+        assert!(
+            error
+                .to_string()
+                .starts_with("DB_AUTH=dsql-iam needs AWS credentials"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn only_dsqls_admin_gets_the_admin_action() {
         assert_eq!(Action::dsql_for("admin"), Action::DsqlConnectAdmin);
         assert_eq!(Action::dsql_for("Admin"), Action::DsqlConnect);

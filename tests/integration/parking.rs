@@ -514,3 +514,30 @@ async fn a_user_refused_for_its_data_is_not_parked_and_fails_alone_in_a_replay()
     assert_eq!(rows.get(&good_sub), Some(&1));
     assert_eq!(rows.get(&sub), None);
 }
+
+/// SQS that does not answer (moto frozen) while the database is down: parking gives up at the
+/// deadline and the original error goes back to Cognito, inside its budget.
+#[tokio::test]
+async fn an_unanswering_queue_returns_the_original_error_in_time() {
+    let stack = Stack::start();
+    let test = TestApp::on(&stack).await;
+    let queues = Queues::create(&test, 5).await;
+    let app = test
+        .start_with(config_from(&parked_env(&test, &queues.park_url)))
+        .await;
+    invoke(&app, new_user("warm").1).await.expect("warm");
+    stack.bouncer.stop();
+    stack.moto.pause();
+    let budget = Duration::from_millis(2000);
+    let started = Instant::now();
+    let error = invoke_with_deadline(&app, new_user("unparked").1, budget)
+        .await
+        .expect_err("neither recorded nor parked");
+    let took = started.elapsed();
+    stack.moto.resume();
+    assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
+    assert!(took < budget, "took {took:?}");
+    // A send abandoned at the deadline may still land once SQS answers again (here moto reads
+    // the buffered request when it resumes): then the replay writes the user, once. Never twice.
+    assert!(queues.peek(&queues.park_url).await.len() <= 1);
+}
