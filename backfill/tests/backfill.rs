@@ -42,7 +42,6 @@ impl World {
     async fn new() -> World {
         let stack = Stack::shared();
         let db = stack.new_database(local_stack::SCHEMA);
-        db.apply_app_role();
         let cognito = Cognito::new(&local_stack::kit::sdk_config(&stack.moto.endpoint()).await);
         let pool = cognito
             .create_user_pool()

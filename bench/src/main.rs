@@ -133,7 +133,6 @@ async fn main() {
     let started = Instant::now();
     let stack = Stack::start();
     let db = stack.new_database(local_stack::SCHEMA);
-    db.apply_app_role();
     eprintln!("bench: local stack up in {:.0} ms", ms(started.elapsed()));
 
     let env: Vec<(&str, String)> = db.env();
@@ -164,6 +163,7 @@ async fn main() {
         "rds-db",
         local_stack::kit::SECRET_KEY,
         Duration::from_secs(900),
+        0,
     );
     let iam_env: Vec<(&'static str, String)> = env
         .iter()

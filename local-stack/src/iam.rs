@@ -25,19 +25,8 @@ pub struct IamVerifier {
 impl IamVerifier {
     /// `service` is `rds-db` (the token must name `localhost:<port>`) or `dsql` (`localhost`);
     /// tokens signed with another key than `secret_key`, or older than `max_age`, are refused.
+    /// The first `tamper_first` tokens it receives are altered, as if tampered with on the way.
     pub fn start(
-        stack: &Stack,
-        db: &TestDb,
-        service: &str,
-        secret_key: &str,
-        max_age: Duration,
-    ) -> IamVerifier {
-        Self::start_tampering(stack, db, service, secret_key, max_age, 0)
-    }
-
-    /// Like [`IamVerifier::start`], altering the first `tamper_first` tokens it receives, as if
-    /// they had been tampered with on the way.
-    pub fn start_tampering(
         stack: &Stack,
         db: &TestDb,
         service: &str,

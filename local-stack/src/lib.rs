@@ -42,12 +42,13 @@ pub use certs::Certs;
 pub use moto::Moto;
 pub use pgbouncer::PgBouncer;
 pub use postgres::Postgres;
+pub use process::Server;
 pub use stack::{Stack, TestDb};
 
 /// The project's schema (sql/schema.sql), as the tests and `local-stack up` apply it.
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
-/// The function's least-privilege role (sql/app-role.sql); see [`TestDb::apply_app_role`].
-pub const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
+/// The function's least-privilege role (sql/app-role.sql), as every test database's role gets it.
+const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
 
 /// What the test helpers do with an error: panic with the reason (a failing server's log
 /// included), since a test that cannot set up has nothing to test.

@@ -94,7 +94,6 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let stack = Stack::try_start()?;
     let db = stack.create_app_database("app", "app", SCHEMA)?;
-    db.try_apply_app_role()?;
     let env = db.env();
     write_whole(
         &env_file,

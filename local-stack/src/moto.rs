@@ -1,41 +1,39 @@
-//! moto's server: the local stand-in for AWS Secrets Manager.
+//! moto's server: the local stand-in for AWS Secrets Manager and SQS.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::process::{Kind, Server, instance_dir};
 
-use crate::or_panic;
-use crate::process::{Kind, Server, instance_dir, lock};
-
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// moto's server, killed to stop it (it keeps nothing on disk); ready once it answers a call.
+/// moto's server, killed to stop it; ready once it answers a call.
 static MOTO: Kind = Kind {
     name: "moto",
     command: moto_command,
-    ready: answers,
+    ready: |_, port| call(port, "ListSecrets", &json!({})).is_ok(),
     stop_signal: Signal::SIGKILL,
 };
 
 /// `moto_server` on 127.0.0.1, reachable at [`Moto::endpoint`] with any credentials
 /// (`AWS_ACCESS_KEY_ID=test`, region `us-east-1`).
 ///
-/// moto keeps its state in memory. So that [`Moto::stop`] + [`Moto::start`] behave like an outage
-/// rather than data loss, secrets created through this type are created again, with their latest
-/// value, on restart (their ARNs change; address them by name).
-///
-/// Dropping it kills the process and removes its directory.
+/// moto keeps its state in memory only: after `stop` and `start` (it derefs to its [`Server`]) it
+/// is empty, as if every secret and queue had been deleted. Dropping it kills the process and
+/// removes its directory.
 #[derive(Debug)]
 pub struct Moto {
     server: Server,
-    /// (name, latest value) of every secret created through this type, in creation order.
-    secrets: Mutex<Vec<(String, String)>>,
+}
+
+impl std::ops::Deref for Moto {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 /// `$MOTO_SERVER`, else `<workspace>/.venv/bin/moto_server` (made by scripts/install-deps.sh),
@@ -55,17 +53,9 @@ fn moto_bin() -> PathBuf {
 impl Moto {
     /// Starts `moto_server` on a free port and waits until it answers a Secrets Manager call.
     pub fn launch() -> Result<Moto> {
-        let server = Server::start(&MOTO, instance_dir("moto")?, |_, _| Ok(()))
+        let server = Server::launch(&MOTO, instance_dir("moto")?, |_, _| Ok(()))
             .context("start moto_server (run scripts/install-deps.sh, or set MOTO_SERVER)")?;
-        Ok(Moto {
-            server,
-            secrets: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.server.port()
+        Ok(Moto { server })
     }
 
     /// `http://127.0.0.1:<port>`: the value for `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
@@ -75,28 +65,16 @@ impl Moto {
 
     /// `CreateSecret` with a string value; returns the ARN.
     pub fn create_secret(&self, name: &str, secret_string: &str) -> Result<String> {
-        let answer = call(
-            self.port(),
-            "CreateSecret",
-            &create_request(name, secret_string),
-        )?;
-        lock(&self.secrets).push((name.to_owned(), secret_string.to_owned()));
-        answer["ARN"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("CreateSecret answered without an ARN: {answer}"))
+        let request = json!({"Name": name, "SecretString": secret_string});
+        let answer = call(self.port(), "CreateSecret", &request)?;
+        let arn = answer["ARN"].as_str().map(str::to_owned);
+        arn.ok_or_else(|| anyhow!("CreateSecret answered without an ARN: {answer}"))
     }
 
     /// `PutSecretValue`: a new current version (`AWSCURRENT`) of the secret named `name`.
     pub fn put_secret_value(&self, name: &str, secret_string: &str) -> Result<()> {
         let request = json!({"SecretId": name, "SecretString": secret_string});
-        call(self.port(), "PutSecretValue", &request)?;
-        for (recorded, value) in lock(&self.secrets).iter_mut() {
-            if recorded == name {
-                *value = secret_string.to_owned();
-            }
-        }
-        Ok(())
+        call(self.port(), "PutSecretValue", &request).map(drop)
     }
 
     /// `GetSecretValue`: the current `SecretString`.
@@ -106,42 +84,8 @@ impl Moto {
             "GetSecretValue",
             &json!({"SecretId": secret_id}),
         )?;
-        answer["SecretString"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("GetSecretValue without SecretString: {answer}"))
-    }
-
-    /// Kills moto: calls then fail with "connection refused". Does nothing if it is not running.
-    pub fn stop(&self) {
-        self.server.stop();
-    }
-
-    /// Starts moto again on the same port after [`Moto::stop`] and re-creates the secrets made
-    /// through [`Moto::create_secret`] with their latest values. Does nothing if it is running.
-    /// Panics on failure.
-    pub fn start(&self) {
-        let restart = || -> Result<()> {
-            if self.server.start_again()? {
-                let secrets = lock(&self.secrets).clone();
-                for (name, value) in secrets {
-                    call(self.port(), "CreateSecret", &create_request(&name, &value))?;
-                }
-            }
-            Ok(())
-        };
-        or_panic(restart(), "restarting moto");
-    }
-
-    /// Freezes moto (SIGSTOP): calls hang until the client's timeout, like an unreachable
-    /// endpoint that drops packets. Undo with [`Moto::resume`].
-    pub fn pause(&self) {
-        self.server.signal(Signal::SIGSTOP);
-    }
-
-    /// Undoes [`Moto::pause`] (SIGCONT).
-    pub fn resume(&self) {
-        self.server.signal(Signal::SIGCONT);
+        let value = answer["SecretString"].as_str().map(str::to_owned);
+        value.ok_or_else(|| anyhow!("GetSecretValue without SecretString: {answer}"))
     }
 }
 
@@ -152,14 +96,6 @@ fn moto_command(_dir: &Path, port: u16) -> Result<Command> {
     Ok(cmd)
 }
 
-fn answers(_dir: &Path, port: u16) -> bool {
-    call(port, "ListSecrets", &json!({})).is_ok()
-}
-
-fn create_request(name: &str, secret_string: &str) -> Value {
-    json!({"Name": name, "SecretString": secret_string})
-}
-
 /// One Secrets Manager call with a SigV4-shaped `Authorization` header: moto reads the region
 /// from its credential scope and does not check the signature.
 fn call(port: u16, action: &str, body: &Value) -> Result<Value> {
@@ -168,7 +104,7 @@ fn call(port: u16, action: &str, body: &Value) -> Result<Value> {
         SignedHeaders=host;x-amz-target, Signature=0";
     let what = || format!("secretsmanager.{action} on 127.0.0.1:{port}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
+        .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
         .build()
         .into();

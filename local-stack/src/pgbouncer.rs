@@ -11,7 +11,6 @@ use anyhow::{Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
-use crate::or_panic;
 use crate::postgres::{Postgres, quote_ident};
 use crate::process::{
     Kind, Server, accepts_tcp, as_service_user, instance_dir, lock, log_tail, write_service_file,
@@ -39,12 +38,20 @@ static PGBOUNCER: Kind = Kind {
 ///   clients of the concurrency tests, so transactions really share connections. A client waits
 ///   for one up to 120 s (`query_wait_timeout`, like RDS Proxy's `ConnectionBorrowTimeout`).
 ///
-/// Dropping it stops the process and removes its directory.
+/// It derefs to its [`Server`] (`stop`, `start`, `pause`, ...; connect as `host=localhost` to
+/// its port to verify the certificate). Dropping it stops the process and removes its directory.
 #[derive(Debug)]
 pub struct PgBouncer {
     server: Server,
     /// role -> SCRAM verifier, as written to the auth file.
     users: Mutex<BTreeMap<String, String>>,
+}
+
+impl std::ops::Deref for PgBouncer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 /// `$PGBOUNCER`, else Debian's `/usr/sbin/pgbouncer` (not on a non-root user's `PATH`), else
@@ -68,7 +75,7 @@ impl PgBouncer {
     pub fn start_for(pg: &Postgres, certs: &Certs) -> Result<PgBouncer> {
         let dir = instance_dir("pgbouncer")?;
         write_service_file(&dir.path().join("userlist.txt"), b"")?;
-        let server = Server::start(&PGBOUNCER, dir, |dir, port| {
+        let server = Server::launch(&PGBOUNCER, dir, |dir, port| {
             let config = format!(
                 "[databases]\n\
                  * = host=127.0.0.1 port={pg_port}\n\
@@ -114,35 +121,6 @@ impl PgBouncer {
             server,
             users: Mutex::new(BTreeMap::new()),
         })
-    }
-
-    /// The TCP port on 127.0.0.1 (connect as `host=localhost` to verify the certificate).
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// Stops PgBouncer (clients see their connections drop, new ones are refused) and waits for
-    /// it to exit. Does nothing if it is not running.
-    pub fn stop(&self) {
-        self.server.stop();
-    }
-
-    /// Starts PgBouncer again after [`PgBouncer::stop`] on the same port, with the current auth
-    /// file, and waits until it accepts TCP connections. Does nothing if it is running. Panics
-    /// on failure.
-    pub fn start(&self) {
-        or_panic(self.server.start_again(), "restarting pgbouncer");
-    }
-
-    /// Freezes PgBouncer (SIGSTOP): connections hang instead of failing, like an unresponsive
-    /// proxy. Undo with [`PgBouncer::resume`]; `stop` and `Drop` also work on a paused one.
-    pub fn pause(&self) {
-        self.server.signal(Signal::SIGSTOP);
-    }
-
-    /// Undoes [`PgBouncer::pause`] (SIGCONT).
-    pub fn resume(&self) {
-        self.server.signal(Signal::SIGCONT);
     }
 
     /// Copies the current SCRAM verifier of `role` from `pg` into the auth file (roles added

@@ -3,16 +3,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
-use crate::or_panic;
 use crate::process::{Kind, Server, as_service_user, instance_dir, run, write_service_file};
-
-const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The postmaster, in the foreground; SIGINT is PostgreSQL's fast shutdown (open sessions are
 /// terminated).
@@ -29,10 +25,18 @@ static POSTGRES: Kind = Kind {
 /// directory only ([`Postgres::admin_psql`]). Over TCP every role needs SCRAM; with TLS (the
 /// stack's) `pg_hba.conf` has `hostssl ... scram-sha-256` and rejects plaintext TCP.
 ///
-/// Dropping it shuts the server down and removes the directory.
+/// It derefs to its [`Server`] (`stop`, `start`, `pause`, ...). Dropping it shuts the server down
+/// and removes the directory.
 #[derive(Debug)]
 pub struct Postgres {
     server: Server,
+}
+
+impl std::ops::Deref for Postgres {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 /// Where the PostgreSQL binaries are: `$PG_BIN`, else Debian's PostgreSQL 15 directory, else
@@ -76,7 +80,7 @@ impl Postgres {
             "--no-instructions",
         ]);
         as_service_user(&mut initdb)?.current_dir(dir.path());
-        run(initdb, "", Duration::from_secs(120))
+        run(initdb, "")
             .context("initdb failed (is PostgreSQL 15 installed? scripts/install-deps.sh)")?;
 
         let mut conf = format!(
@@ -116,30 +120,13 @@ impl Postgres {
         write_service_file(&conf_path, full.as_bytes())?;
         write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes())?;
 
-        let server = Server::start(&POSTGRES, dir, |_, _| Ok(()))?;
+        let server = Server::launch(&POSTGRES, dir, |_, _| Ok(()))?;
         Ok(Postgres { server })
-    }
-
-    /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.server.port()
     }
 
     /// The directory holding the unix socket (for `psql -h <dir> -p <port> -U postgres`).
     pub fn socket_dir(&self) -> PathBuf {
         self.server.dir().join("data")
-    }
-
-    /// Stops the server (fast shutdown: open sessions are terminated) and waits for it to exit.
-    /// Clients then get "connection refused". Does nothing if it is not running.
-    pub fn stop(&self) {
-        self.server.stop();
-    }
-
-    /// Starts the server again after [`Postgres::stop`], on the same port and data directory, and
-    /// waits until it accepts connections. Does nothing if it is running. Panics on failure.
-    pub fn start(&self) {
-        or_panic(self.server.start_again(), "restarting postgres");
     }
 
     /// Runs SQL (psql's meta-commands included) as the superuser `postgres` over the unix socket,
@@ -153,9 +140,11 @@ impl Postgres {
             .arg(self.port().to_string())
             .args(["-U", "postgres", "-d", db])
             .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-At", "-f", "-"]);
-        as_service_user(&mut cmd)?;
-        let out = run(cmd, sql, PSQL_TIMEOUT)
-            .with_context(|| format!("psql as postgres in database {db}"))?;
+        as_service_user(&mut cmd)?.envs([
+            ("PGCONNECT_TIMEOUT", "10"),
+            ("PGOPTIONS", "-c statement_timeout=60s"),
+        ]);
+        let out = run(cmd, sql).with_context(|| format!("psql as postgres in database {db}"))?;
         Ok(out.trim_end_matches('\n').to_owned())
     }
 

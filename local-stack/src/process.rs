@@ -12,8 +12,8 @@
 //! with, so a group id the kernel has since reused is never touched.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User, geteuid};
 use tempfile::{NamedTempFile, TempDir};
 use wait_timeout::ChildExt;
+
+use crate::or_panic;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,8 +80,7 @@ fn give_to_service_user(path: &Path) -> Result<()> {
 }
 
 /// Writes `contents` to `path`, mode 0600 and owned by the service user (PostgreSQL refuses a
-/// key file that others can read); atomically (a temporary file renamed into place) so a
-/// reloading server never reads half a file.
+/// key file that others can read); atomically, so a reloading server never reads half a file.
 pub(crate) fn write_service_file(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut file = NamedTempFile::new_in(dir)
@@ -113,30 +114,28 @@ stop() {
 stop QUIT
 sleep 1
 stop KILL
-printf '%s\n' "$entries" | while read -r kind a b; do
-  case "$kind" in group) rm -rf -- "$b" ;; dir) rm -rf -- "$a" ;; esac
+printf '%s\n' "$entries" | while read -r kind dir; do
+  [ "$kind" = dir ] && rm -rf -- "$dir"
 done
 "#;
 
 /// Tells the janitor about `line` (see [`JANITOR`]).
 fn register(line: &str) -> Result<()> {
     static JANITOR_STDIN: OnceLock<Result<Mutex<ChildStdin>, String>> = OnceLock::new();
-    let stdin = JANITOR_STDIN
-        .get_or_init(|| {
-            Command::new("sh")
-                .args(["-c", JANITOR])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                // Its own process group: a Ctrl-C meant for the tests must not stop it first.
-                .process_group(0)
-                .spawn()
-                .map_err(|e| format!("cannot start the local-stack janitor (sh): {e}"))
-                .and_then(|mut child| child.stdin.take().ok_or("no janitor stdin".to_owned()))
-                .map(Mutex::new)
-        })
-        .as_ref()
-        .map_err(|e| anyhow!("{e}"))?;
+    let stdin = JANITOR_STDIN.get_or_init(|| {
+        Command::new("sh")
+            .args(["-c", JANITOR])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()) // holds no pipe of ours open after we are gone
+            .stderr(Stdio::null())
+            // Its own process group: a Ctrl-C meant for the tests must not stop it first.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start the local-stack janitor (sh): {e}"))
+            .and_then(|mut child| child.stdin.take().ok_or("no janitor stdin".to_owned()))
+            .map(Mutex::new)
+    });
+    let stdin = stdin.as_ref().map_err(|e| anyhow!("{e}"))?;
     writeln!(lock(stdin), "{line}").context("write to the local-stack janitor")
 }
 
@@ -172,10 +171,11 @@ pub(crate) struct Kind {
     pub(crate) stop_signal: Signal,
 }
 
-/// One server process in a directory of its own, on a port that stays the same across restarts.
-/// Dropping it stops the process and removes the directory.
+/// One server process (PostgreSQL, PgBouncer or moto; each of those types derefs to its
+/// `Server`) in a directory of its own, on a port that stays the same across restarts. Dropping
+/// it stops the process and removes the directory.
 #[derive(Debug)]
-pub(crate) struct Server {
+pub struct Server {
     kind: &'static Kind,
     port: u16,
     /// The running process; empty while stopped.
@@ -187,30 +187,33 @@ impl Server {
     /// Starts a server of `kind` in `dir` on a free port, after `configure(dir, port)` has written
     /// what it needs there. Tries another port (three tries in all) when the server could not
     /// bind: another process may take a port between our probe and the server's bind.
-    pub(crate) fn start(
+    pub(crate) fn launch(
         kind: &'static Kind,
         dir: TempDir,
         mut configure: impl FnMut(&Path, u16) -> Result<()>,
     ) -> Result<Server> {
+        let child = Mutex::new(None);
         let mut server = Server {
             kind,
             port: 0,
-            child: Mutex::new(None),
+            child,
             dir,
         };
-        let mut attempt = 0;
+        let mut attempts = 1;
         loop {
-            attempt += 1;
             server.port = free_port()?;
             configure(server.dir(), server.port)?;
-            match server.start_again() {
-                Err(e) if attempt < 3 && format!("{e:?}").contains("Address already in use") => {}
-                result => return result.map(|_| server),
+            match server.try_start() {
+                Err(e) if attempts < 3 && format!("{e:?}").contains("Address already in use") => {
+                    attempts += 1;
+                }
+                result => return result.map(|()| server),
             }
         }
     }
 
-    pub(crate) fn port(&self) -> u16 {
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
         self.port
     }
 
@@ -218,80 +221,16 @@ impl Server {
         self.dir.path()
     }
 
-    fn log(&self) -> PathBuf {
-        self.dir().join(format!("{}.log", self.kind.name))
+    /// Starts the server again after [`Server::stop`], on the same port and files, and waits
+    /// until it is ready. Does nothing if it is running. Panics on failure.
+    pub fn start(&self) {
+        or_panic(self.try_start(), format!("restarting {}", self.kind.name));
     }
 
-    /// Starts the process unless it is running, and waits until it is ready. Returns whether it
-    /// started one. Errors end with the last lines of the server's log.
-    pub(crate) fn start_again(&self) -> Result<bool> {
-        let mut slot = lock(&self.child);
-        if running(&mut slot).is_some() {
-            return Ok(false);
-        }
-        let mut child = self.spawn()?;
-        let started = Instant::now();
-        let failure = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break format!("exited during start-up ({status})"),
-                Ok(None) => {}
-                Err(e) => break format!("wait failed: {e}"),
-            }
-            if (self.kind.ready)(self.dir(), self.port) {
-                *slot = Some(child);
-                return Ok(true);
-            }
-            if started.elapsed() > START_TIMEOUT {
-                break format!("not ready after {START_TIMEOUT:?}");
-            }
-            thread::sleep(Duration::from_millis(25));
-        };
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(anyhow!(
-            "{} on port {} {failure}{}",
-            self.kind.name,
-            self.port,
-            log_tail(&self.log())
-        ))
-    }
-
-    /// Spawns the process in its own process group, registered with the janitor, in the
-    /// directory, its stdout and stderr appended to the log.
-    fn spawn(&self) -> Result<Child> {
-        let log = self.log();
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("open {}", log.display()))?;
-        let mut cmd = (self.kind.command)(self.dir(), self.port)?;
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().context("duplicate the log file")?)
-            .stderr(out)
-            .current_dir(self.dir())
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {}", cmd.get_program().to_string_lossy()))?;
-        register(&format!("group {} {}", child.id(), self.dir().display()))?;
-        Ok(child)
-    }
-
-    /// Sends `signal` if the process is running; returns whether it was.
-    pub(crate) fn signal(&self, signal: Signal) -> bool {
-        let mut slot = lock(&self.child);
-        let Some(child) = running(&mut slot) else {
-            return false;
-        };
-        // Our unreaped child: its pid cannot have been reused.
-        let _ = kill(pid(child), signal);
-        true
-    }
-
-    /// Stops the process and waits for it to exit (SIGKILL after 30 s). Does nothing if it is not
-    /// running.
-    pub(crate) fn stop(&self) {
+    /// Stops the server and waits for it to exit (killed after 30 s): PostgreSQL with a fast
+    /// shutdown, PgBouncer at once, moto killed (it forgets everything). Clients then get
+    /// "connection refused". Does nothing if it is not running; works on a paused one.
+    pub fn stop(&self) {
         let Some(mut child) = lock(&self.child).take() else {
             return;
         };
@@ -302,6 +241,71 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections hang instead of failing, like a proxy or an
+    /// endpoint that stopped answering. Undo with [`Server::resume`].
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// Undoes [`Server::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    /// Sends `signal` if the process is running; returns whether it was.
+    pub(crate) fn signal(&self, signal: Signal) -> bool {
+        let mut slot = lock(&self.child);
+        // Our unreaped child: its pid cannot have been reused.
+        running(&mut slot).is_some_and(|child| kill(pid(child), signal).is_ok())
+    }
+
+    /// Starts the process unless it is running, and waits until it is ready. Errors end with
+    /// the last lines of the server's log.
+    fn try_start(&self) -> Result<()> {
+        let mut slot = lock(&self.child);
+        if running(&mut slot).is_some() {
+            return Ok(());
+        }
+        // In its own process group, registered with the janitor, its output appended to the log.
+        let log = self.dir().join(format!("{}.log", self.kind.name));
+        let out = OpenOptions::new().create(true).append(true).open(&log);
+        let out = out.with_context(|| format!("open {}", log.display()))?;
+        let mut cmd = (self.kind.command)(self.dir(), self.port)?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().context("duplicate the log file")?)
+            .stderr(out)
+            .current_dir(self.dir())
+            .process_group(0);
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd.spawn().with_context(|| format!("spawn {program}"))?;
+        register(&format!("group {} {}", child.id(), self.dir().display()))?;
+
+        let started = Instant::now();
+        let failure = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break format!("exited during start-up ({status})"),
+                Ok(None) => {}
+                Err(e) => break format!("wait failed: {e}"),
+            }
+            if (self.kind.ready)(self.dir(), self.port) {
+                *slot = Some(child);
+                return Ok(());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                break format!("not ready after {START_TIMEOUT:?}");
+            }
+            thread::sleep(Duration::from_millis(25));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!(
+            "{} on port {} {failure}{}",
+            self.kind.name,
+            self.port,
+            log_tail(&log)
+        )
     }
 }
 
@@ -341,48 +345,30 @@ pub(crate) fn log_tail(log: &Path) -> String {
 // ------------------------------------------------------------------------------------------------
 // Short-lived commands, ports, passwords
 
-/// Runs a short-lived command with `input` as its stdin, waits at most `timeout` for it, and
-/// returns its stdout. The error carries the exit status and stderr. (Files, not pipes, hold the
-/// input and output: nothing can block on a full pipe, and no thread is needed.)
-pub(crate) fn run(mut cmd: Command, input: &str, timeout: Duration) -> Result<String> {
+/// Runs a short-lived command with `input` as its stdin and returns its stdout; the error carries
+/// the exit status and stderr. The command must bound its own time (psql: connect and statement
+/// timeouts).
+pub(crate) fn run(mut cmd: Command, input: &str) -> Result<String> {
     let shown = format!("{cmd:?}");
-    let mut stdin = tempfile::tempfile().context("create a temporary file")?;
-    stdin
-        .write_all(input.as_bytes())
-        .context("write a temporary file")?;
-    stdin.rewind().context("rewind a temporary file")?;
-    let stdout = tempfile::tempfile().context("create a temporary file")?;
-    let stderr = tempfile::tempfile().context("create a temporary file")?;
     let mut child = cmd
-        .stdin(stdin)
-        .stdout(stdout.try_clone().context("duplicate a temporary file")?)
-        .stderr(stderr.try_clone().context("duplicate a temporary file")?)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("spawn {shown}"))?;
-    let Some(status) = child
-        .wait_timeout(timeout)
-        .with_context(|| format!("wait for {shown}"))?
-    else {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("{shown} did not finish within {timeout:?}");
-    };
-    if status.success() {
-        read_all(stdout)
-    } else {
-        bail!(
-            "{shown} failed ({status}): {}",
-            read_all(stderr)?.trim_end()
-        )
+    // From a thread: a command that writes much before it has read all must not block on us.
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let input = input.to_owned();
+    let writer = thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("wait for {shown}"))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!("{shown} failed ({}): {}", out.status, stderr.trim_end());
     }
-}
-
-fn read_all(mut file: File) -> Result<String> {
-    let mut bytes = Vec::new();
-    file.rewind()
-        .and_then(|()| file.read_to_end(&mut bytes))
-        .context("read a temporary file")?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out

@@ -11,10 +11,10 @@ use tempfile::TempDir;
 
 use crate::certs::Certs;
 use crate::moto::Moto;
-use crate::or_panic;
 use crate::pgbouncer::PgBouncer;
-use crate::postgres::{Postgres, quote_ident};
+use crate::postgres::Postgres;
 use crate::process::{instance_dir, random_hex};
+use crate::{APP_ROLE, or_panic};
 
 /// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer, TLS both ways,
 /// SCRAM, transaction pooling) and Secrets Manager (moto).
@@ -78,9 +78,9 @@ impl Stack {
         SHARED.get_or_init(Stack::start)
     }
 
-    /// A new database `test_<n>` with its own login role `test_<n>_app` and secret `test_<n>`
-    /// (see [`Stack::create_app_database`]). Each database has its own role, so a test can rotate
-    /// its password without disturbing tests running in parallel. Panics on failure.
+    /// A new database `test_<n>` made by `schema_sql`, with its own login role `test_<n>_app` and
+    /// secret `test_<n>` (see [`Stack::create_app_database`]): a test can rotate its password
+    /// without disturbing tests running in parallel. Panics on failure.
     pub fn new_database(&self, schema_sql: &str) -> TestDb {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("test_{n}");
@@ -88,10 +88,10 @@ impl Stack {
         or_panic(db, format!("creating database {name}"))
     }
 
-    /// Creates database `name` and login role `role` with a random password, applies
-    /// `schema_sql` as the superuser (after the role exists, so the schema may grant it more),
-    /// grants the role `SELECT, INSERT` on all tables (and `USAGE, SELECT` on all sequences) in
-    /// `public`, makes PgBouncer accept it, and stores an RDS-style secret named `name` in moto.
+    /// Creates database `name` with `schema_sql` (applied as the superuser) and login role `role`
+    /// with a random password and exactly the rights sql/app-role.sql gives the function's role
+    /// (INSERT and SELECT on `public.users`, its server-side timeouts); makes PgBouncer accept
+    /// the role and stores an RDS-style secret named `name` in moto.
     pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
         let password = random_hex(16)?;
         self.pg.create_database(name)?;
@@ -99,12 +99,10 @@ impl Stack {
         self.pg
             .admin_psql(name, schema_sql)
             .with_context(|| format!("apply the schema to database {name}"))?;
-        let role_ident = quote_ident(role);
-        let grants = format!(
-            "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role_ident};\n\
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role_ident};\n"
-        );
-        self.pg.admin_psql(name, &grants)?;
+        let app_role = format!("\\set app_role {role}\n{APP_ROLE}");
+        self.pg
+            .admin_psql(name, &app_role)
+            .with_context(|| format!("apply sql/app-role.sql in database {name}"))?;
         self.bouncer.refresh_auth(&self.pg, role)?;
         let db = TestDb {
             name: name.to_owned(),
@@ -143,19 +141,6 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Makes this database's login role exactly what sql/app-role.sql makes of the function's
-    /// role: INSERT and SELECT on `public.users`, nothing else, plus its server-side timeouts.
-    pub fn apply_app_role(&self) {
-        let what = format!("applying sql/app-role.sql in {}", self.name);
-        or_panic(self.try_apply_app_role(), what);
-    }
-
-    /// [`TestDb::apply_app_role`] returning the error instead.
-    pub fn try_apply_app_role(&self) -> Result<()> {
-        let sql = format!("\\set app_role {}\n{}", self.role, crate::APP_ROLE);
-        self.pg.admin_psql(&self.name, &sql).map(drop)
-    }
-
     /// Runs SQL in this database as the superuser and returns psql's unaligned output (see
     /// [`Postgres::admin_psql`]).
     pub fn admin_psql(&self, sql: &str) -> String {
@@ -163,23 +148,12 @@ impl TestDb {
         or_panic(self.pg.admin_psql(&self.name, sql), what)
     }
 
-    /// `psql` arguments for an admin session in this database over the unix socket
-    /// (`-h <socket dir> -p <port> -U postgres -d <name>`), for tests that need a session of
-    /// their own (e.g. to hold a lock).
-    pub fn admin_psql_args(&self) -> Vec<String> {
-        let socket_dir = self.pg.socket_dir().display().to_string();
-        let port = self.pg.port().to_string();
-        let args = [
-            "-h",
-            &socket_dir,
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            &self.name,
-        ];
-        args.map(str::to_owned).to_vec()
+    /// A libpq connection string for an admin session in this database over the unix socket, for
+    /// tests that need a session of their own (e.g. to hold a lock).
+    pub fn admin_conninfo(&self) -> String {
+        let (socket_dir, port) = (self.pg.socket_dir(), self.pg.port());
+        let (socket_dir, name) = (socket_dir.display(), &self.name);
+        format!("host={socket_dir} port={port} user=postgres dbname={name}")
     }
 
     /// The RDS-format secret for this database with `password`:

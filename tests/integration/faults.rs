@@ -212,7 +212,7 @@ async fn a_blocked_insert_times_out_at_the_deadline_is_rolled_back_and_the_next_
 
     // Another session holds a lock on the table, so the INSERT blocks.
     let mut locker = Command::new("psql")
-        .args(test.db.admin_psql_args())
+        .arg(test.db.admin_conninfo())
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -353,6 +353,12 @@ async fn secrets_manager_unreachable_at_cold_start_is_retried_by_the_next_invoca
     );
 
     stack.moto.start();
+    // moto comes back empty; Secrets Manager would come back with the secret.
+    let secret = test.db.secret_json(&test.db.app_password);
+    stack
+        .moto
+        .create_secret(&test.db.secret_id, &secret)
+        .expect("re-create the secret");
     invoke(&app, new_user())
         .await
         .expect("after Secrets Manager came back");

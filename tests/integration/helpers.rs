@@ -38,8 +38,6 @@ impl<'s> TestApp<'s> {
     pub async fn with_schema(stack: &'s Stack, schema_sql: &str) -> TestApp<'s> {
         init_logs();
         let db = stack.new_database(schema_sql);
-        // The function logs in as a role with exactly the rights sql/app-role.sql grants.
-        db.apply_app_role();
         let sdk = local_stack::kit::sdk_config(&stack.moto.endpoint()).await;
         TestApp { stack, db, sdk }
     }

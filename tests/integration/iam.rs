@@ -14,7 +14,7 @@ use local_stack::kit::SECRET_KEY;
 use crate::helpers::{TestApp, config_from, invoke, new_user};
 
 fn verifier(test: &TestApp<'_>, service: &str, key: &str, max_age: Duration) -> IamVerifier {
-    IamVerifier::start(test.stack, &test.db, service, key, max_age)
+    IamVerifier::start(test.stack, &test.db, service, key, max_age, 0)
 }
 
 /// The function's environment for `mode` through `verifier`, and an SDK whose only working part
@@ -106,7 +106,7 @@ async fn a_token_with_a_wrong_signature_is_refused() {
 #[tokio::test]
 async fn a_tampered_token_is_refused_and_the_function_makes_a_new_one() {
     let test = TestApp::new().await;
-    let verifier = IamVerifier::start_tampering(
+    let verifier = IamVerifier::start(
         test.stack,
         &test.db,
         "rds-db",
