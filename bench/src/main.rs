@@ -160,7 +160,7 @@ async fn main() {
     let verifier = local_stack::iam::IamVerifier::start(
         &stack,
         &db,
-        "rds-db",
+        "rds-iam",
         local_stack::kit::SECRET_KEY,
         Duration::from_secs(900),
         0,
@@ -174,7 +174,7 @@ async fn main() {
             ) && !k.starts_with("AWS_ENDPOINT_URL")
         })
         .cloned()
-        .chain(verifier.env("rds-iam", &stack, &db))
+        .chain(verifier.env.iter().cloned())
         .collect();
 
     // Cold starts: a fresh process per sample, timed from spawn to the first answer; secret and

@@ -1,38 +1,29 @@
 //! A throwaway certificate authority and a server certificate signed by it.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-
 use anyhow::{Context, Result};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer};
+use rcgen::{KeyPair, KeyUsagePurpose};
 
 use crate::process::write_service_file;
 
-/// PEM files of a fresh CA and a server certificate it signed.
+/// PEM files of a fresh CA (`ca.pem`: what clients trust, `sslrootcert`, `DB_CA_FILE`) and of a
+/// server certificate it signed (`server.crt`, key `server.key`, mode 0600), in `dir`.
 ///
-/// The server certificate is an end-entity certificate (`CA:FALSE`, `serverAuth`) with the
-/// subject alternative names given at generation; rustls rejects a self-signed CA certificate
-/// used as a server certificate (`CaUsedAsEndEntity`), and it ignores the subject CN.
-/// Every call makes a new, unrelated CA: generate twice to get an "untrusted" pair.
+/// The server certificate is an end-entity certificate (`CA:FALSE`, `serverAuth`): rustls rejects
+/// a CA certificate used as a server certificate (`CaUsedAsEndEntity`), and it ignores the subject
+/// CN. Every call makes a new, unrelated CA: generate twice to get an "untrusted" pair.
 #[derive(Clone, Debug)]
 pub struct Certs {
-    /// The directory holding the files.
     pub dir: PathBuf,
-    /// The CA certificate (what clients trust: `sslrootcert`, `DB_CA_FILE`).
     pub ca_pem: PathBuf,
-    /// The server certificate (PEM).
     pub server_cert: PathBuf,
-    /// The server's private key (PKCS#8 PEM, mode 0600).
     pub server_key: PathBuf,
 }
 
 impl Certs {
-    /// A CA plus a server certificate for `DNS:localhost` and `IP:127.0.0.1`, written to `dir`
-    /// (created if missing) as `ca.pem`, `server.crt` and `server.key`.
+    /// A CA plus a server certificate for `DNS:localhost` and `IP:127.0.0.1`, in `dir`.
     pub fn generate(dir: &Path) -> Result<Certs> {
         Self::generate_for(dir, &["localhost", "127.0.0.1"])
     }
@@ -40,7 +31,7 @@ impl Certs {
     /// Like [`Certs::generate`] with other subject alternative names (an entry that parses as an
     /// IP address becomes an IP SAN), e.g. to test a host-name mismatch.
     pub fn generate_for(dir: &Path, names: &[&str]) -> Result<Certs> {
-        let build = || -> Result<(String, String, String), rcgen::Error> {
+        let build = || -> Result<[String; 3], rcgen::Error> {
             let ca_key = KeyPair::generate()?;
             let mut ca = CertificateParams::new(Vec::<String>::new())?;
             ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -54,28 +45,28 @@ impl Certs {
             let mut server =
                 CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
             server.is_ca = IsCa::ExplicitNoCa;
-            server.distinguished_name.push(
-                DnType::CommonName,
-                names.first().copied().unwrap_or("server"),
-            );
+            let cn = names.first().copied().unwrap_or("server");
+            server.distinguished_name.push(DnType::CommonName, cn);
             server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             server.use_authority_key_identifier_extension = true;
             let cert = server.signed_by(&key, &issuer)?;
-            Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
+            Ok([ca_cert.pem(), cert.pem(), key.serialize_pem()])
         };
-        let (ca_pem, cert_pem, key_pem) = build().context("generate test certificates")?;
-
-        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let pems = build().context("generate test certificates")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let certs = Certs {
             dir: dir.to_path_buf(),
             ca_pem: dir.join("ca.pem"),
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),
         };
-        write_service_file(&certs.ca_pem, ca_pem.as_bytes())?;
-        write_service_file(&certs.server_cert, cert_pem.as_bytes())?;
-        write_service_file(&certs.server_key, key_pem.as_bytes())?;
+        for (path, pem) in [&certs.ca_pem, &certs.server_cert, &certs.server_key]
+            .iter()
+            .zip(pems)
+        {
+            write_service_file(path, pem.as_bytes())?;
+        }
         Ok(certs)
     }
 }

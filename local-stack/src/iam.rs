@@ -19,47 +19,54 @@ pub struct IamVerifier {
     _stdin: ChildStdin,
     /// Where it listens (on 127.0.0.1; TLS with the stack's certificate for `localhost`).
     pub port: u16,
+    /// The function's environment for this mode and database through the verifier (the caller
+    /// gives the SDK its credentials and region).
+    pub env: Vec<(&'static str, String)>,
     log: PathBuf,
 }
 
 impl IamVerifier {
-    /// `service` is `rds-db` (the token must name `localhost:<port>`) or `dsql` (`localhost`);
-    /// tokens signed with another key than `secret_key`, or older than `max_age`, are refused.
-    /// The first `tamper_first` tokens it receives are altered, as if tampered with on the way.
+    /// A verifier for `mode`, `rds-iam` (the token must name `localhost:<port>`) or `dsql-iam`
+    /// (`localhost`). Tokens signed with another key than `secret_key`, or older than `max_age`,
+    /// are refused; the first `tamper_first` it receives are altered, as if on the way.
     pub fn start(
         stack: &Stack,
         db: &TestDb,
-        service: &str,
+        mode: &str,
         secret_key: &str,
         max_age: Duration,
         tamper_first: u32,
     ) -> IamVerifier {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/iam_verifier.py");
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        // Inside the stack's own directory, which goes when the stack goes, however it ends.
-        let log = stack.certs.dir.join(format!(
-            "iam-verifier-{}.log",
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let authority = if service == "rds-db" {
-            "localhost:{port}"
-        } else {
-            "localhost"
+        let (service, authority) = match mode {
+            "rds-iam" => ("rds-db", "localhost:{port}"),
+            _ => ("dsql", "localhost"),
         };
-        let certs = &stack.certs;
+        // Inside the stack's own directory, which goes when the stack goes, however it ends.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let log = stack.certs.dir.join(format!("iam-verifier-{n}.log"));
+        let (certs, path) = (&stack.certs, |p: &PathBuf| p.display().to_string());
+        let args = [
+            ("--cert", path(&certs.server_cert)),
+            ("--key", path(&certs.server_key)),
+            ("--backend-port", stack.bouncer.port().to_string()),
+            ("--backend-ca", path(&certs.ca_pem)),
+            ("--backend-password", db.app_password.clone()),
+            ("--service", service.to_owned()),
+            ("--authority", authority.to_owned()),
+            ("--region", REGION.to_owned()),
+            ("--access-key", ACCESS_KEY.to_owned()),
+            ("--secret-key", secret_key.to_owned()),
+            ("--max-age", max_age.as_secs_f64().to_string()),
+            ("--tamper-first", tamper_first.to_string()),
+            ("--log", path(&log)),
+        ];
         let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--cert", &certs.server_cert.to_string_lossy()])
-            .args(["--key", &certs.server_key.to_string_lossy()])
-            .args(["--backend-port", &stack.bouncer.port().to_string()])
-            .args(["--backend-ca", &certs.ca_pem.to_string_lossy()])
-            .args(["--backend-password", &db.app_password])
-            .args(["--service", service, "--authority", authority])
-            .args(["--region", REGION, "--access-key", ACCESS_KEY])
-            .args(["--secret-key", secret_key])
-            .args(["--max-age", &max_age.as_secs_f64().to_string()])
-            .args(["--tamper-first", &tamper_first.to_string()])
-            .args(["--log", &log.to_string_lossy()])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/iam_verifier.py"))
+            .args(
+                args.iter()
+                    .flat_map(|(flag, value)| [*flag, value.as_str()]),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -69,39 +76,32 @@ impl IamVerifier {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("the verifier's port");
-        let port = line
+        let port: u16 = line
             .trim()
             .strip_prefix("listening ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected verifier output {line:?}"));
+        let env = vec![
+            ("DB_AUTH", mode.to_owned()),
+            ("DB_HOST", "localhost".to_owned()),
+            ("DB_PORT", port.to_string()),
+            ("DB_USER", db.role.clone()),
+            ("DB_NAME", db.name.clone()),
+            ("DB_CA_FILE", path(&certs.ca_pem)),
+        ];
         IamVerifier {
             child,
             _stdin: stdin,
             port,
+            env,
             log,
         }
     }
 
     /// Its decisions so far, one per login: `accepted <user>` or `rejected: <reason>`.
     pub fn decisions(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The function's environment for `mode` (`rds-iam` or `dsql-iam`) through this verifier,
-    /// as `db` (besides the AWS credentials and region, which the caller gives the SDK).
-    pub fn env(&self, mode: &str, stack: &Stack, db: &TestDb) -> Vec<(&'static str, String)> {
-        vec![
-            ("DB_AUTH", mode.to_owned()),
-            ("DB_HOST", "localhost".to_owned()),
-            ("DB_PORT", self.port.to_string()),
-            ("DB_USER", db.role.clone()),
-            ("DB_NAME", db.name.clone()),
-            ("DB_CA_FILE", stack.certs.ca_pem.display().to_string()),
-        ]
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().map(str::to_owned).collect()
     }
 }
 

@@ -3,15 +3,14 @@
 
 use std::process::Command;
 
+use aws_credential_types::Credentials;
 use serde_json::Value;
-
-/// events/sign-up.json: the sample every generated sign-up is made from.
-pub const SIGN_UP_EVENT: &str = include_str!("../../events/sign-up.json");
 
 /// A sign-up confirmation like events/sign-up.json, for `user_name` with exactly `attributes`
 /// (a JSON object of strings).
 pub fn sign_up_event(user_name: &str, attributes: Value) -> Value {
-    let mut event: Value = serde_json::from_str(SIGN_UP_EVENT).expect("events/sign-up.json");
+    let sample = include_str!("../../events/sign-up.json");
+    let mut event: Value = serde_json::from_str(sample).expect("events/sign-up.json");
     event["userName"] = user_name.into();
     event["request"]["userAttributes"] = attributes;
     event
@@ -29,12 +28,8 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .endpoint_url(endpoint)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            ACCESS_KEY,
-            SECRET_KEY,
-            None,
-            None,
-            "local-stack",
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "local",
         ))
         .load()
         .await
@@ -45,16 +40,8 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 /// attempts give up after 5 s.
 pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
     let out = crate::process::without_libpq_env(&mut Command::new("psql"))
-        .args([
-            conninfo,
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
+        .args([conninfo, "-X", "-q", "-At", "-c", sql])
+        .args(["-v", "ON_ERROR_STOP=1"])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "5")
         .output()

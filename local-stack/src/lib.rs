@@ -1,6 +1,7 @@
 //! Real local stand-ins for the AWS pieces the Lambda talks to, for integration tests and local
 //! runs: PostgreSQL 15 with TLS (RDS), PgBouncer 1.18 with TLS on both sides, SCRAM and
-//! transaction pooling (RDS Proxy), and moto's server (Secrets Manager).
+//! transaction pooling (RDS Proxy), moto's server (Secrets Manager, SQS) and an IAM token
+//! verifier; and [`kit`], the helpers every test crate shares.
 //!
 //! ```no_run
 //! # const SCHEMA: &str = "CREATE TABLE users (sub uuid PRIMARY KEY)";
@@ -12,12 +13,9 @@
 //! ```
 //!
 //! Needs PostgreSQL 15, PgBouncer and the `.venv` with moto (`scripts/install-deps.sh`). When run
-//! as root, PostgreSQL and PgBouncer run as the `postgres` OS user (both refuse root).
-//! Nothing it starts outlives the test process, even a killed one: one janitor per process stops
-//! the servers and removes their directories when the process ends (see `process.rs`).
-//!
-//! Everything is synchronous (`std::process`, `std::net`); calling it from a `#[tokio::test]`
-//! blocks that test's runtime thread for the duration of the call, which is fine for set-up.
+//! as root, PostgreSQL and PgBouncer run as the `postgres` OS user (both refuse root). Nothing it
+//! starts outlives the test process, even a killed one (see `process.rs`). Everything is
+//! synchronous: from a `#[tokio::test]` it blocks that test's thread during set-up.
 
 // Test support, never deployed: its helpers panic with the reason by design (a test that cannot
 // start its stack has nothing to test), so the workspace's no-panic lints do not apply here.
@@ -50,8 +48,8 @@ pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
 /// The function's least-privilege role (sql/app-role.sql), as every test database's role gets it.
 const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
 
-/// What the test helpers do with an error: panic with the reason (a failing server's log
-/// included), since a test that cannot set up has nothing to test.
+/// Panics with the reason (a failing server's log included): a test that cannot set up has
+/// nothing to test.
 #[track_caller]
 fn or_panic<T>(result: Result<T>, what: impl std::fmt::Display) -> T {
     match result {

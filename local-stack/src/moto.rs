@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::process::{Kind, Server, instance_dir};
+use crate::process::{Kind, Server, instance_dir, program};
 
 /// moto's server, killed to stop it; ready once it answers a call.
 static MOTO: Kind = Kind {
@@ -33,20 +33,6 @@ impl std::ops::Deref for Moto {
     type Target = Server;
     fn deref(&self) -> &Server {
         &self.server
-    }
-}
-
-/// `$MOTO_SERVER`, else `<workspace>/.venv/bin/moto_server` (made by scripts/install-deps.sh),
-/// else `moto_server` from `PATH`.
-fn moto_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(bin);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("moto_server")
     }
 }
 
@@ -90,7 +76,9 @@ impl Moto {
 }
 
 fn moto_command(_dir: &Path, port: u16) -> Result<Command> {
-    let mut cmd = Command::new(moto_bin());
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    let moto = std::env::var_os("MOTO_SERVER").map(PathBuf::from);
+    let mut cmd = Command::new(program(moto, venv, "moto_server"));
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("PYTHONUNBUFFERED", "1");
     Ok(cmd)

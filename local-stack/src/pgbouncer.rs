@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,17 +11,24 @@ use anyhow::{Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
-use crate::postgres::{Postgres, quote_ident};
+use crate::postgres::Postgres;
 use crate::process::{
-    Kind, Server, accepts_tcp, as_service_user, instance_dir, lock, log_tail, write_service_file,
+    Kind, Server, accepts_tcp, as_service_user, instance_dir, lock, log_tail, program,
+    write_service_file,
 };
 
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+const RELOADED: &str = "got SIGHUP, re-reading config";
 
 /// SIGTERM is an immediate shutdown in PgBouncer 1.18.
 static PGBOUNCER: Kind = Kind {
     name: "pgbouncer",
-    command: pgbouncer_command,
+    command: |dir, _| {
+        let from_env = std::env::var_os("PGBOUNCER").map(PathBuf::from);
+        let mut cmd = Command::new(program(from_env, "/usr/sbin/pgbouncer".into(), "pgbouncer"));
+        as_service_user(cmd.arg(dir.join("pgbouncer.ini")))?;
+        Ok(cmd)
+    },
     ready: accepts_tcp,
     stop_signal: Signal::SIGTERM,
 };
@@ -51,20 +58,6 @@ impl std::ops::Deref for PgBouncer {
     type Target = Server;
     fn deref(&self) -> &Server {
         &self.server
-    }
-}
-
-/// `$PGBOUNCER`, else Debian's `/usr/sbin/pgbouncer` (not on a non-root user's `PATH`), else
-/// `pgbouncer` from `PATH`.
-fn pgbouncer_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PGBOUNCER") {
-        return PathBuf::from(bin);
-    }
-    let debian = PathBuf::from("/usr/sbin/pgbouncer");
-    if debian.exists() {
-        debian
-    } else {
-        PathBuf::from("pgbouncer")
     }
 }
 
@@ -131,9 +124,9 @@ impl PgBouncer {
         users.insert(role.to_owned(), pg.scram_verifier(role)?);
         let text: String = users
             .iter()
-            .map(|(role, verifier)| format!("{} {}\n", quote_ident(role), quote_ident(verifier)))
+            .map(|(role, verifier)| format!("\"{role}\" \"{verifier}\"\n"))
             .collect();
-        write_service_file(&self.server.dir().join("userlist.txt"), text.as_bytes())?;
+        write_service_file(&self.dir().join("userlist.txt"), text.as_bytes())?;
         self.reload()
     }
 
@@ -141,22 +134,17 @@ impl PgBouncer {
     /// re-reads its files in the same step as that log line, so connections accepted afterwards
     /// see the new auth file.
     fn reload(&self) -> Result<()> {
-        const MARK: &str = "got SIGHUP, re-reading config";
-        let log = self.server.dir().join("pgbouncer.log");
-        let reloads = || {
-            fs::read_to_string(&log)
-                .map(|s| s.matches(MARK).count())
-                .unwrap_or(0)
-        };
+        let log = self.dir().join("pgbouncer.log");
+        let reloads = || fs::read_to_string(&log).map_or(0, |s| s.matches(RELOADED).count());
         let before = reloads();
-        if !self.server.signal(Signal::SIGHUP) {
+        if !self.signal(Signal::SIGHUP) {
             return Ok(()); // not running: the file is read at the next start
         }
         let started = Instant::now();
         while reloads() <= before {
             if started.elapsed() > RELOAD_TIMEOUT {
                 bail!(
-                    "pgbouncer did not reload within {RELOAD_TIMEOUT:?}{}",
+                    "pgbouncer did not reload in {RELOAD_TIMEOUT:?}{}",
                     log_tail(&log)
                 );
             }
@@ -164,11 +152,4 @@ impl PgBouncer {
         }
         Ok(())
     }
-}
-
-fn pgbouncer_command(dir: &Path, _port: u16) -> Result<Command> {
-    let mut cmd = Command::new(pgbouncer_bin());
-    cmd.arg(dir.join("pgbouncer.ini"));
-    as_service_user(&mut cmd)?;
-    Ok(cmd)
 }

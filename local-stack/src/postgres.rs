@@ -1,6 +1,6 @@
 //! A throwaway PostgreSQL 15 cluster.
 
-use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -8,14 +8,28 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::certs::Certs;
-use crate::process::{Kind, Server, as_service_user, instance_dir, run, write_service_file};
+use crate::process::write_service_file;
+use crate::process::{Kind, Server, as_service_user, instance_dir, program, run};
 
-/// The postmaster, in the foreground; SIGINT is PostgreSQL's fast shutdown (open sessions are
-/// terminated).
+/// The postmaster, in the foreground; SIGINT is its fast shutdown (open sessions are terminated).
 static POSTGRES: Kind = Kind {
     name: "postgres",
-    command: postgres_command,
-    ready: accepts_connections,
+    command: |dir, port| {
+        let mut cmd = Command::new(pg_bin("postgres"));
+        cmd.arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &port.to_string()]);
+        as_service_user(&mut cmd)?;
+        Ok(cmd)
+    },
+    ready: |dir, port| {
+        let mut probe = Command::new(pg_bin("pg_isready"));
+        probe
+            .arg("-h")
+            .arg(dir.join("data"))
+            .args(["-p", &port.to_string(), "-q", "-t", "2"]);
+        as_service_user(&mut probe).is_ok_and(|probe| probe.status().is_ok_and(|s| s.success()))
+    },
     stop_signal: Signal::SIGINT,
 };
 
@@ -39,18 +53,14 @@ impl std::ops::Deref for Postgres {
     }
 }
 
-/// Where the PostgreSQL binaries are: `$PG_BIN`, else Debian's PostgreSQL 15 directory, else
-/// whatever is on `PATH`.
+/// `$PG_BIN/<tool>`, else Debian's PostgreSQL 15 directory, else `PATH`.
 fn pg_bin(tool: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("PG_BIN") {
-        return Path::new(&dir).join(tool);
-    }
-    let debian = Path::new("/usr/lib/postgresql/15/bin").join(tool);
-    if debian.exists() {
-        debian
-    } else {
-        PathBuf::from(tool)
-    }
+    let from_env = std::env::var_os("PG_BIN").map(|dir| Path::new(&dir).join(tool));
+    program(
+        from_env,
+        Path::new("/usr/lib/postgresql/15/bin").join(tool),
+        tool,
+    )
 }
 
 impl Postgres {
@@ -68,12 +78,13 @@ impl Postgres {
 
     fn launch(certs: Option<&Certs>) -> Result<Postgres> {
         let dir = instance_dir("postgres")?;
-        let data_dir = dir.path().join("data");
+        let data = dir.path().join("data");
         let mut initdb = Command::new(pg_bin("initdb"));
-        initdb.arg("-D").arg(&data_dir).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust"]);
+        initdb.args([
             "--encoding=UTF8",
             "--no-locale",
             "--no-sync",
@@ -83,7 +94,23 @@ impl Postgres {
         run(initdb, "")
             .context("initdb failed (is PostgreSQL 15 installed? scripts/install-deps.sh)")?;
 
-        let mut conf = format!(
+        let (ssl, hba) = match certs {
+            Some(certs) => (
+                format!(
+                    "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                    certs.server_cert.display(),
+                    certs.server_key.display()
+                ),
+                "hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 host all all 0.0.0.0/0 reject\n\
+                 host all all ::/0 reject\n",
+            ),
+            None => (
+                "ssl = off\n".to_owned(),
+                "host all all 127.0.0.1/32 scram-sha-256\n",
+            ),
+        };
+        let conf = format!(
             "\n# local-stack\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{socket}'\n\
@@ -94,32 +121,18 @@ impl Postgres {
              full_page_writes = off\n\
              shared_buffers = 32MB\n\
              log_connections = on\n\
-             log_line_prefix = '%m [%p] %q%u@%d '\n",
-            socket = data_dir.display()
+             log_line_prefix = '%m [%p] %q%u@%d '\n\
+             {ssl}",
+            socket = data.display()
         );
-        let mut hba = String::from("local all postgres trust\n");
-        if let Some(certs) = certs {
-            conf.push_str(&format!(
-                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
-                certs.server_cert.display(),
-                certs.server_key.display()
-            ));
-            hba.push_str(
-                "hostssl all all 127.0.0.1/32 scram-sha-256\n\
-                 host all all 0.0.0.0/0 reject\n\
-                 host all all ::/0 reject\n",
-            );
-        } else {
-            conf.push_str("ssl = off\n");
-            hba.push_str("host all all 127.0.0.1/32 scram-sha-256\n");
-        }
-        let conf_path = data_dir.join("postgresql.conf");
-        let mut full = fs::read_to_string(&conf_path)
-            .with_context(|| format!("read {}", conf_path.display()))?;
-        full.push_str(&conf);
-        write_service_file(&conf_path, full.as_bytes())?;
-        write_service_file(&data_dir.join("pg_hba.conf"), hba.as_bytes())?;
-
+        let conf_path = data.join("postgresql.conf");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf_path)
+            .and_then(|mut file| file.write_all(conf.as_bytes()))
+            .with_context(|| format!("append to {}", conf_path.display()))?;
+        let hba = format!("local all postgres trust\n{hba}");
+        write_service_file(&data.join("pg_hba.conf"), hba.as_bytes())?;
         let server = Server::launch(&POSTGRES, dir, |_, _| Ok(()))?;
         Ok(Postgres { server })
     }
@@ -130,17 +143,29 @@ impl Postgres {
     }
 
     /// Runs SQL (psql's meta-commands included) as the superuser `postgres` over the unix socket,
-    /// in database `db`. Returns psql's output without the final newline: one line per row,
-    /// columns separated by `|`.
-    pub fn admin_psql(&self, db: &str, sql: &str) -> Result<String> {
+    /// in database `db`, with psql variables `vars` (`:"name"` quotes an identifier, `:'name'` a
+    /// literal). Returns psql's output without the final newline: one line per row, columns
+    /// separated by `|`.
+    pub fn admin_psql(&self, db: &str, sql: &str, vars: &[(&str, &str)]) -> Result<String> {
         let mut cmd = Command::new(pg_bin("psql"));
         cmd.arg("-h")
             .arg(self.socket_dir())
-            .arg("-p")
-            .arg(self.port().to_string())
-            .args(["-U", "postgres", "-d", db])
-            .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-At", "-f", "-"]);
-        as_service_user(&mut cmd)?.envs([
+            .args(["-p", &self.port().to_string()]);
+        cmd.args([
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-X",
+            "-q",
+            "-At",
+        ]);
+        for (name, value) in vars {
+            cmd.arg("-v").arg(format!("{name}={value}"));
+        }
+        as_service_user(&mut cmd)?.arg("-f").arg("-").envs([
             ("PGCONNECT_TIMEOUT", "10"),
             ("PGOPTIONS", "-c statement_timeout=60s"),
         ]);
@@ -150,74 +175,32 @@ impl Postgres {
 
     /// `CREATE DATABASE`.
     pub fn create_database(&self, name: &str) -> Result<()> {
-        let sql = format!("CREATE DATABASE {}", quote_ident(name));
-        self.admin_psql("postgres", &sql).map(drop)
+        self.admin_psql("postgres", "CREATE DATABASE :\"db\"", &[("db", name)])
+            .map(drop)
     }
 
     /// Creates a login role with a password (stored as a SCRAM verifier).
-    pub fn create_role(&self, name: &str, password: &str) -> Result<()> {
-        let sql = format!(
-            "CREATE ROLE {} LOGIN PASSWORD {}",
-            quote_ident(name),
-            quote_literal(password)
-        );
-        self.admin_psql("postgres", &sql).map(drop)
+    pub fn create_role(&self, role: &str, password: &str) -> Result<()> {
+        let sql = "CREATE ROLE :\"role\" LOGIN PASSWORD :'password'";
+        self.admin_psql("postgres", sql, &[("role", role), ("password", password)])
+            .map(drop)
     }
 
-    /// `ALTER ROLE ... PASSWORD`. PgBouncer keeps the old verifier until
+    /// `ALTER ROLE ... PASSWORD`: PgBouncer keeps the old verifier until
     /// [`crate::PgBouncer::refresh_auth`].
     pub fn set_password(&self, role: &str, password: &str) -> Result<()> {
-        let sql = format!(
-            "ALTER ROLE {} PASSWORD {}",
-            quote_ident(role),
-            quote_literal(password)
-        );
-        self.admin_psql("postgres", &sql).map(drop)
+        let sql = "ALTER ROLE :\"role\" PASSWORD :'password'";
+        self.admin_psql("postgres", sql, &[("role", role), ("password", password)])
+            .map(drop)
     }
 
     /// The role's `rolpassword` from `pg_authid`: `SCRAM-SHA-256$<iterations>:<salt>$<keys>`.
     pub fn scram_verifier(&self, role: &str) -> Result<String> {
-        let sql = format!(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = {}",
-            quote_literal(role)
-        );
-        let verifier = self.admin_psql("postgres", &sql)?;
+        let sql = "SELECT rolpassword FROM pg_authid WHERE rolname = :'role'";
+        let verifier = self.admin_psql("postgres", sql, &[("role", role)])?;
         if !verifier.starts_with("SCRAM-SHA-256$") {
             bail!("role {role:?} has no SCRAM verifier");
         }
         Ok(verifier)
     }
-}
-
-fn postgres_command(dir: &Path, port: u16) -> Result<Command> {
-    let mut cmd = Command::new(pg_bin("postgres"));
-    cmd.arg("-D")
-        .arg(dir.join("data"))
-        .arg("-p")
-        .arg(port.to_string());
-    as_service_user(&mut cmd)?;
-    Ok(cmd)
-}
-
-/// Whether the server accepts connections on its unix socket (`pg_isready`).
-fn accepts_connections(dir: &Path, port: u16) -> bool {
-    let mut probe = Command::new(pg_bin("pg_isready"));
-    probe
-        .arg("-q")
-        .arg("-h")
-        .arg(dir.join("data"))
-        .arg("-p")
-        .arg(port.to_string())
-        .args(["-U", "postgres", "-d", "postgres", "-t", "2"]);
-    as_service_user(&mut probe).is_ok_and(|probe| probe.status().is_ok_and(|s| s.success()))
-}
-
-/// `"ident"` with embedded quotes doubled.
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// `'literal'` with embedded quotes doubled (standard_conforming_strings is on).
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }

@@ -327,6 +327,12 @@ fn pid(child: &Child) -> Pid {
     Pid::from_raw(child.id() as i32)
 }
 
+/// Where a program is: the path from its environment variable (`from_env`), else `known` if it
+/// exists (Debian's place, the workspace's `.venv`), else `name` looked up on `PATH`.
+pub(crate) fn program(from_env: Option<PathBuf>, known: PathBuf, name: &str) -> PathBuf {
+    from_env.unwrap_or_else(|| if known.exists() { known } else { name.into() })
+}
+
 /// Readiness of a server that is ready once it accepts TCP connections.
 pub(crate) fn accepts_tcp(_dir: &Path, port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

@@ -16,21 +16,16 @@ use crate::postgres::Postgres;
 use crate::process::{instance_dir, random_hex};
 use crate::{APP_ROLE, or_panic};
 
-/// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer, TLS both ways,
-/// SCRAM, transaction pooling) and Secrets Manager (moto).
-///
-/// Fields are public so tests can drive each piece (`stack.pg.stop()`, `stack.moto.pause()`, ...).
+/// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer in front of it:
+/// what the function connects to, as `localhost`) and AWS (moto), with the certificates both
+/// servers present. Tests drive each piece (`stack.pg.stop()`, `stack.moto.pause()`, ...).
 /// Dropping a `Stack` stops everything and removes its files (once no [`TestDb`] of it is left);
 /// the one from [`Stack::shared`] is stopped by the janitor when the process exits.
 #[derive(Debug)]
 pub struct Stack {
-    /// PgBouncer: what the application connects to (`host=localhost`, [`PgBouncer::port`]).
     pub bouncer: Arc<PgBouncer>,
-    /// PostgreSQL behind PgBouncer.
     pub pg: Arc<Postgres>,
-    /// Secrets Manager.
     pub moto: Arc<Moto>,
-    /// The CA (trusted by clients) and the certificate both servers present.
     pub certs: Certs,
     seq: AtomicU32,
     /// Holds the certificates.
@@ -39,12 +34,11 @@ pub struct Stack {
 
 impl Stack {
     /// Starts a stack; panics with the reason (and the failing server's log) if anything does not
-    /// come up.
+    /// come up. [`Stack::try_start`] returns the error instead.
     pub fn start() -> Stack {
         or_panic(Self::try_start(), "starting the stack")
     }
 
-    /// [`Stack::start`] returning the error instead.
     pub fn try_start() -> Result<Stack> {
         let dir = instance_dir("stack")?;
         let certs = Certs::generate(dir.path())?;
@@ -66,11 +60,9 @@ impl Stack {
         })
     }
 
-    /// One stack per test process, started by the first caller; later callers (from any test
-    /// thread) wait for it and share it. It is never dropped: when the process exits, however it
-    /// exits, the janitor stops its processes and removes its files (see `process.rs`).
-    ///
-    /// Tests that stop or pause servers use their own [`Stack::start`] instead.
+    /// One stack per test process, started by the first caller and shared by every later one;
+    /// never dropped (the janitor cleans it up). Tests that stop or pause servers use their own
+    /// [`Stack::start`] instead.
     pub fn shared() -> &'static Stack {
         static SHARED: OnceLock<Stack> = OnceLock::new();
         // Concurrent callers wait for the first; if its start panics, the next caller retries
@@ -97,11 +89,10 @@ impl Stack {
         self.pg.create_database(name)?;
         self.pg.create_role(role, &password)?;
         self.pg
-            .admin_psql(name, schema_sql)
+            .admin_psql(name, schema_sql, &[])
             .with_context(|| format!("apply the schema to database {name}"))?;
-        let app_role = format!("\\set app_role {role}\n{APP_ROLE}");
         self.pg
-            .admin_psql(name, &app_role)
+            .admin_psql(name, APP_ROLE, &[("app_role", role)])
             .with_context(|| format!("apply sql/app-role.sql in database {name}"))?;
         self.bouncer.refresh_auth(&self.pg, role)?;
         let db = TestDb {
@@ -120,17 +111,14 @@ impl Stack {
     }
 }
 
-/// A database of a [`Stack`] with its own login role and its secret in moto.
-///
-/// It holds its own handles to the stack's servers (no borrow), so it can be kept in a test's
-/// struct. Its methods that return no `Result` are test helpers: they panic with the reason.
+/// A database of a [`Stack`] with its own login role and its secret in moto. It holds its own
+/// handles to the stack's servers (no borrow), so it can be kept in a test's struct. Its methods
+/// that return no `Result` panic with the reason.
 #[derive(Debug)]
 pub struct TestDb {
-    /// Database name (also the secret's name).
     pub name: String,
-    /// The application's login role (`username` in the secret).
+    /// The function's login role (`username` in the secret).
     pub role: String,
-    /// The secret's name, to pass as `SecretId`.
     pub secret_id: String,
     /// The password the role was created with ([`TestDb::rotate_password`] does not update it).
     pub app_password: String,
@@ -141,11 +129,10 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Runs SQL in this database as the superuser and returns psql's unaligned output (see
-    /// [`Postgres::admin_psql`]).
+    /// [`Postgres::admin_psql`] in this database.
     pub fn admin_psql(&self, sql: &str) -> String {
         let what = format!("admin SQL in {}", self.name);
-        or_panic(self.pg.admin_psql(&self.name, sql), what)
+        or_panic(self.pg.admin_psql(&self.name, sql, &[]), what)
     }
 
     /// A libpq connection string for an admin session in this database over the unix socket, for
@@ -159,14 +146,10 @@ impl TestDb {
     /// The RDS-format secret for this database with `password`:
     /// `{"username","password","host":"localhost","port":<PgBouncer>,"dbname","engine":"postgres"}`.
     pub fn secret_json(&self, password: &str) -> String {
-        json!({
-            "username": self.role,
-            "password": password,
-            "host": "localhost",
-            "port": self.bouncer.port(),
-            "dbname": self.name,
-            "engine": "postgres",
-        })
+        let (username, host, port, dbname) =
+            (&self.role, "localhost", self.bouncer.port(), &self.name);
+        json!({"username": username, "password": password, "host": host, "port": port,
+               "dbname": dbname, "engine": "postgres"})
         .to_string()
     }
 
@@ -197,15 +180,16 @@ impl TestDb {
         crate::kit::psql(&self.bouncer_conninfo(), &self.app_password, sql)
     }
 
-    /// A libpq connection string through PgBouncer with full TLS verification, for `psql`.
-    /// The password is not included (pass `PGPASSWORD`).
+    /// A libpq connection string (no password) through PgBouncer with full TLS verification.
     pub fn bouncer_conninfo(&self) -> String {
-        format!(
-            "host=localhost port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
+        let (port, name, role, ca) = (
             self.bouncer.port(),
-            self.name,
-            self.role,
-            self.ca_pem.display()
+            &self.name,
+            &self.role,
+            self.ca_pem.display(),
+        );
+        format!(
+            "host=localhost port={port} dbname={name} user={role} sslmode=verify-full sslrootcert={ca}"
         )
     }
 
@@ -237,9 +221,8 @@ impl TestDb {
         }))
     }
 
-    /// The environment the Lambda reads, pointing at this stack and database (`DB_SECRET_ID`,
-    /// `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_CA_FILE`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`,
-    /// `AWS_REGION`, fake AWS keys) plus `PG_ADMIN_SOCKET_DIR` and `PG_PORT` for admin `psql`.
+    /// The function's environment for this database, with test AWS credentials, plus
+    /// `PG_ADMIN_SOCKET_DIR` and `PG_PORT` for admin `psql`.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("DB_SECRET_ID", self.secret_id.clone()),

@@ -13,17 +13,14 @@ use local_stack::kit::SECRET_KEY;
 
 use crate::helpers::{TestApp, config_from, invoke, new_user};
 
-fn verifier(test: &TestApp<'_>, service: &str, key: &str, max_age: Duration) -> IamVerifier {
-    IamVerifier::start(test.stack, &test.db, service, key, max_age, 0)
+fn verifier(test: &TestApp<'_>, mode: &str, key: &str, max_age: Duration) -> IamVerifier {
+    IamVerifier::start(test.stack, &test.db, mode, key, max_age, 0)
 }
 
-/// The function's environment for `mode` through `verifier`, and an SDK whose only working part
-/// is its credentials: any Secrets Manager call would fail.
-async fn iam_app(test: &TestApp<'_>, mode: &str, verifier: &IamVerifier) -> App {
-    let env: HashMap<&'static str, String> = verifier
-        .env(mode, test.stack, &test.db)
-        .into_iter()
-        .collect();
+/// The function's environment through `verifier`, and an SDK whose only working part is its
+/// credentials: any Secrets Manager call would fail.
+async fn iam_app(verifier: &IamVerifier) -> App {
+    let env: HashMap<&'static str, String> = verifier.env.iter().cloned().collect();
     let sdk = local_stack::kit::sdk_config("http://127.0.0.1:9").await;
     App::init(config_from(&env), &sdk)
         .await
@@ -33,8 +30,8 @@ async fn iam_app(test: &TestApp<'_>, mode: &str, verifier: &IamVerifier) -> App 
 #[tokio::test]
 async fn rds_iam_logs_in_with_a_token_the_stack_verifies_and_reads_no_secret() {
     let test = TestApp::new().await;
-    let verifier = verifier(&test, "rds-db", SECRET_KEY, Duration::from_secs(900));
-    let app = iam_app(&test, "rds-iam", &verifier).await;
+    let verifier = verifier(&test, "rds-iam", SECRET_KEY, Duration::from_secs(900));
+    let app = iam_app(&verifier).await;
     invoke(&app, new_user()).await.expect("recorded");
     invoke(&app, new_user()).await.expect("recorded, warm");
     assert_eq!(test.count_users(), 2);
@@ -45,8 +42,8 @@ async fn rds_iam_logs_in_with_a_token_the_stack_verifies_and_reads_no_secret() {
 #[tokio::test]
 async fn dsql_iam_logs_in_with_a_dsql_token() {
     let test = TestApp::new().await;
-    let verifier = verifier(&test, "dsql", SECRET_KEY, Duration::from_secs(900));
-    let app = iam_app(&test, "dsql-iam", &verifier).await;
+    let verifier = verifier(&test, "dsql-iam", SECRET_KEY, Duration::from_secs(900));
+    let app = iam_app(&verifier).await;
     invoke(&app, new_user()).await.expect("recorded");
     assert_eq!(test.count_users(), 1);
     assert_eq!(verifier.decisions(), [format!("accepted {}", test.db.role)]);
@@ -58,8 +55,8 @@ async fn dsql_iam_logs_in_with_a_dsql_token() {
 async fn an_expired_token_is_refused_and_the_function_makes_a_new_one() {
     let stack = Stack::start();
     let test = TestApp::on(&stack).await;
-    let verifier = verifier(&test, "rds-db", SECRET_KEY, Duration::from_secs(2));
-    let app = iam_app(&test, "rds-iam", &verifier).await;
+    let verifier = verifier(&test, "rds-iam", SECRET_KEY, Duration::from_secs(2));
+    let app = iam_app(&verifier).await;
     invoke(&app, new_user()).await.expect("recorded");
     std::thread::sleep(Duration::from_millis(2500));
     // The proxy restarts: the function's connection is gone and it must log in again.
@@ -83,8 +80,8 @@ async fn an_expired_token_is_refused_and_the_function_makes_a_new_one() {
 #[tokio::test]
 async fn a_token_with_a_wrong_signature_is_refused() {
     let test = TestApp::new().await;
-    let verifier = verifier(&test, "rds-db", "not-the-key", Duration::from_secs(900));
-    let app = iam_app(&test, "rds-iam", &verifier).await;
+    let verifier = verifier(&test, "rds-iam", "not-the-key", Duration::from_secs(900));
+    let app = iam_app(&verifier).await;
     std::thread::sleep(Duration::from_millis(1100));
     let error = invoke(&app, new_user()).await.expect_err("refused");
     assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
@@ -109,12 +106,12 @@ async fn a_tampered_token_is_refused_and_the_function_makes_a_new_one() {
     let verifier = IamVerifier::start(
         test.stack,
         &test.db,
-        "rds-db",
+        "rds-iam",
         SECRET_KEY,
         Duration::from_secs(900),
         2,
     );
-    let app = iam_app(&test, "rds-iam", &verifier).await;
+    let app = iam_app(&verifier).await;
     // A new token differs from the cold start's only in a later second.
     std::thread::sleep(Duration::from_millis(1100));
     invoke(&app, new_user())

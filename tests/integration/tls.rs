@@ -60,9 +60,9 @@ async fn a_server_that_does_not_speak_tls_is_refused() {
     let plaintext = Postgres::start_plaintext().expect("plaintext PostgreSQL");
     plaintext.create_role("app", "app-password").expect("role");
     plaintext.create_database("plain").expect("database");
-    plaintext.admin_psql("plain", SCHEMA).expect("schema");
+    plaintext.admin_psql("plain", SCHEMA, &[]).expect("schema");
     plaintext
-        .admin_psql("plain", "GRANT SELECT, INSERT ON public.users TO app")
+        .admin_psql("plain", "GRANT SELECT, INSERT ON public.users TO app", &[])
         .expect("grant");
     // The secret says: log in as `app` on the plaintext server, which accepts that login.
     let secret = format!(
@@ -81,7 +81,7 @@ async fn a_server_that_does_not_speak_tls_is_refused() {
     assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
     assert!(error.cause().to_string().contains("TLS"), "{error:?}");
     let rows = plaintext
-        .admin_psql("plain", "SELECT count(*) FROM public.users")
+        .admin_psql("plain", "SELECT count(*) FROM public.users", &[])
         .expect("count");
     assert_eq!(rows.trim(), "0");
 }
