@@ -39,7 +39,8 @@ impl IamVerifier {
     ) -> IamVerifier {
         let (service, authority) = match mode {
             "rds-iam" => ("rds-db", "localhost:{port}"),
-            _ => ("dsql", "localhost"),
+            "dsql-iam" => ("dsql", "localhost"),
+            other => panic!("no IAM verifier for DB_AUTH={other}"),
         };
         // Inside the stack's own directory, which goes when the stack goes, however it ends.
         static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -7,7 +7,7 @@
 //! terminal or a pipe; `/dev/null` is ignored so that `local-stack up ... &` in a script keeps
 //! running). Then it tears everything down and removes the files it wrote.
 
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, IsTerminal};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -53,23 +53,15 @@ fn watch_for_stop() -> Result<mpsc::Receiver<String>> {
             let _ = on_signal.send(format!("got signal {signal}"));
         }
     });
-    if stdin_can_close() {
+    // Only a stdin that can end (a terminal, a pipe, a socket; not /dev/null) is watched.
+    let stdin = std::fs::metadata("/proc/self/fd/0").map(|meta| meta.file_type());
+    if stdin.is_ok_and(|kind| kind.is_fifo() || kind.is_socket()) || io::stdin().is_terminal() {
         std::thread::spawn(move || {
-            let mut buf = [0u8; 1024];
-            while matches!(io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+            let _ = io::copy(&mut io::stdin(), &mut io::sink());
             let _ = tx.send("stdin closed".to_owned());
         });
     }
     Ok(rx)
-}
-
-/// True when stdin is a terminal, a pipe or a socket: something whose end means "stop".
-fn stdin_can_close() -> bool {
-    let Ok(meta) = std::fs::metadata("/proc/self/fd/0") else {
-        return false;
-    };
-    let kind = meta.file_type();
-    kind.is_fifo() || kind.is_socket() || io::stdin().is_terminal()
 }
 
 /// Writes `text` to `path` whole: whoever waits for the file never sees half of it.
@@ -94,16 +86,10 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let stack = Stack::try_start()?;
     let db = stack.create_app_database("app", "app", SCHEMA)?;
-    let env = db.env();
-    write_whole(
-        &env_file,
-        &env.iter()
-            .map(|(k, v)| format!("{k}={v}\n"))
-            .collect::<String>(),
-    )?;
+    let env: String = db.env().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    write_whole(&env_file, &env)?;
     if let Some(path) = &sam_env_file {
-        let sam_env = db.sam_env("PostConfirmationFunction")?;
-        write_whole(path, &sam_env.to_string())?;
+        write_whole(path, &db.sam_env("PostConfirmationFunction")?.to_string())?;
     }
     eprintln!(
         "local-stack: PgBouncer localhost:{} (TLS), PostgreSQL 127.0.0.1:{}, Secrets Manager {}; \

@@ -124,7 +124,7 @@ impl PgBouncer {
         users.insert(role.to_owned(), pg.scram_verifier(role)?);
         let text: String = users
             .iter()
-            .map(|(role, verifier)| format!("\"{role}\" \"{verifier}\"\n"))
+            .map(|(role, verifier)| format!("\"{}\" \"{verifier}\"\n", role.replace('"', "\"\"")))
             .collect();
         write_service_file(&self.dir().join("userlist.txt"), text.as_bytes())?;
         self.reload()

@@ -144,32 +144,25 @@ impl Postgres {
 
     /// Runs SQL (psql's meta-commands included) as the superuser `postgres` over the unix socket,
     /// in database `db`, with psql variables `vars` (`:"name"` quotes an identifier, `:'name'` a
-    /// literal). Returns psql's output without the final newline: one line per row, columns
-    /// separated by `|`.
+    /// literal; passed through the environment, never on a command line). Returns psql's output
+    /// without the final newline: one line per row, columns separated by `|`.
     pub fn admin_psql(&self, db: &str, sql: &str, vars: &[(&str, &str)]) -> Result<String> {
         let mut cmd = Command::new(pg_bin("psql"));
-        cmd.arg("-h")
-            .arg(self.socket_dir())
-            .args(["-p", &self.port().to_string()]);
-        cmd.args([
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-X",
-            "-q",
-            "-At",
-        ]);
-        for (name, value) in vars {
-            cmd.arg("-v").arg(format!("{name}={value}"));
-        }
-        as_service_user(&mut cmd)?.arg("-f").arg("-").envs([
+        cmd.arg("-h").arg(self.socket_dir());
+        cmd.args(["-p", &self.port().to_string(), "-U", "postgres", "-d", db]);
+        cmd.args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-At", "-f", "-"]);
+        as_service_user(&mut cmd)?.envs([
             ("PGCONNECT_TIMEOUT", "10"),
             ("PGOPTIONS", "-c statement_timeout=60s"),
         ]);
-        let out = run(cmd, sql).with_context(|| format!("psql as postgres in database {db}"))?;
+        let mut script = String::new();
+        for (name, value) in vars {
+            cmd.env(format!("LOCAL_STACK_{name}"), value);
+            script.push_str(&format!("\\getenv {name} LOCAL_STACK_{name}\n"));
+        }
+        script.push_str(sql);
+        let out =
+            run(cmd, &script).with_context(|| format!("psql as postgres in database {db}"))?;
         Ok(out.trim_end_matches('\n').to_owned())
     }
 

@@ -243,8 +243,9 @@ impl Server {
         }
     }
 
-    /// Freezes the server (SIGSTOP): connections hang instead of failing, like a proxy or an
-    /// endpoint that stopped answering. Undo with [`Server::resume`].
+    /// Freezes the server's process (SIGSTOP): connections hang instead of failing, like a proxy
+    /// or an endpoint that stopped answering. (PostgreSQL's sessions already open go on: each
+    /// backend is a process of its own.) Undo with [`Server::resume`].
     pub fn pause(&self) {
         self.signal(Signal::SIGSTOP);
     }
@@ -254,11 +255,17 @@ impl Server {
         self.signal(Signal::SIGCONT);
     }
 
+    /// Whether the process is running (paused counts as running).
+    pub fn is_running(&self) -> bool {
+        running(&mut lock(&self.child)).is_some()
+    }
+
     /// Sends `signal` if the process is running; returns whether it was.
     pub(crate) fn signal(&self, signal: Signal) -> bool {
         let mut slot = lock(&self.child);
+        let child = running(&mut slot);
         // Our unreaped child: its pid cannot have been reused.
-        running(&mut slot).is_some_and(|child| kill(pid(child), signal).is_ok())
+        child.map(|child| kill(pid(child), signal)).is_some()
     }
 
     /// Starts the process unless it is running, and waits until it is ready. Errors end with
@@ -355,7 +362,8 @@ pub(crate) fn log_tail(log: &Path) -> String {
 /// the exit status and stderr. The command must bound its own time (psql: connect and statement
 /// timeouts).
 pub(crate) fn run(mut cmd: Command, input: &str) -> Result<String> {
-    let shown = format!("{cmd:?}");
+    // Its name only: the arguments may hold a password.
+    let shown = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

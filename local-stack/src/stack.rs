@@ -10,6 +10,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use crate::certs::Certs;
+use crate::kit::{ACCESS_KEY, REGION, SECRET_KEY};
 use crate::moto::Moto;
 use crate::pgbouncer::PgBouncer;
 use crate::postgres::Postgres;
@@ -80,7 +81,8 @@ impl Stack {
         or_panic(db, format!("creating database {name}"))
     }
 
-    /// Creates database `name` with `schema_sql` (applied as the superuser) and login role `role`
+    /// Creates database `name` with `schema_sql` (applied as the superuser; it must create
+    /// `public.users`) and login role `role`
     /// with a random password and exactly the rights sql/app-role.sql gives the function's role
     /// (INSERT and SELECT on `public.users`, its server-side timeouts); makes PgBouncer accept
     /// the role and stores an RDS-style secret named `name` in moto.
@@ -138,18 +140,26 @@ impl TestDb {
     /// A libpq connection string for an admin session in this database over the unix socket, for
     /// tests that need a session of their own (e.g. to hold a lock).
     pub fn admin_conninfo(&self) -> String {
-        let (socket_dir, port) = (self.pg.socket_dir(), self.pg.port());
-        let (socket_dir, name) = (socket_dir.display(), &self.name);
-        format!("host={socket_dir} port={port} user=postgres dbname={name}")
+        let socket_dir = self.pg.socket_dir();
+        format!(
+            "host={} port={} user=postgres dbname={}",
+            socket_dir.display(),
+            self.pg.port(),
+            self.name
+        )
     }
 
     /// The RDS-format secret for this database with `password`:
     /// `{"username","password","host":"localhost","port":<PgBouncer>,"dbname","engine":"postgres"}`.
     pub fn secret_json(&self, password: &str) -> String {
-        let (username, host, port, dbname) =
-            (&self.role, "localhost", self.bouncer.port(), &self.name);
-        json!({"username": username, "password": password, "host": host, "port": port,
-               "dbname": dbname, "engine": "postgres"})
+        json!({
+            "username": self.role,
+            "password": password,
+            "host": "localhost",
+            "port": self.bouncer.port(),
+            "dbname": self.name,
+            "engine": "postgres",
+        })
         .to_string()
     }
 
@@ -182,14 +192,12 @@ impl TestDb {
 
     /// A libpq connection string (no password) through PgBouncer with full TLS verification.
     pub fn bouncer_conninfo(&self) -> String {
-        let (port, name, role, ca) = (
-            self.bouncer.port(),
-            &self.name,
-            &self.role,
-            self.ca_pem.display(),
-        );
         format!(
-            "host=localhost port={port} dbname={name} user={role} sslmode=verify-full sslrootcert={ca}"
+            "host=localhost port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
+            self.bouncer.port(),
+            self.name,
+            self.role,
+            self.ca_pem.display()
         )
     }
 
@@ -231,9 +239,9 @@ impl TestDb {
             ("DB_NAME", self.name.clone()),
             ("DB_CA_FILE", self.ca_pem.display().to_string()),
             ("AWS_ENDPOINT_URL_SECRETS_MANAGER", self.moto.endpoint()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
             (
                 "PG_ADMIN_SOCKET_DIR",
                 self.pg.socket_dir().display().to_string(),

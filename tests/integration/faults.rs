@@ -247,6 +247,13 @@ async fn a_blocked_insert_times_out_at_the_deadline_is_rolled_back_and_the_next_
         0,
         "the cancelled INSERT was rolled back"
     );
+    // PgBouncer 1.18 (Debian's) sometimes dies of the cancel request the function sent (fixed
+    // in 1.19: pgbouncer#801, #822); RDS Proxy does not. Bring the stand-in back (the test's
+    // output says so) so that what is tested is the function.
+    if !stack.bouncer.is_running() {
+        eprintln!("PgBouncer died after the cancel request (1.18 bug); restarting it");
+        stack.bouncer.start();
+    }
     invoke(&app, user.clone())
         .await
         .expect("retry after the lock");
