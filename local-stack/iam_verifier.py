@@ -5,26 +5,27 @@ do for IAM logins), and checks that password as an IAM auth token: its own SigV4
 (not botocore's, not aws-sigv4's) with the static credentials given here, the expected host,
 action and user, and its age. A valid token lets the connection through to the real database
 (PgBouncer, over TLS, with the role's SCRAM password); anything else gets SQLSTATE 28P01, as a
-refused IAM login does. Each decision is appended to --log as one line ("accepted ..." or
+refused IAM login does. Each decision is appended to the log as one line ("accepted ..." or
 "rejected: <reason>"), for the tests.
 
-Prints "listening <port>" on stdout once ready; exits when its standard input closes (so a test
-process that dies takes it along). Standard library only.
+Usage: iam_verifier.py CONFIG PORT. It listens on 127.0.0.1:PORT with the settings in CONFIG, a
+JSON object written by local-stack/src/iam.rs (the backend password is in there, never on a
+command line). local-stack starts and stops it like its other servers. Standard library only.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import datetime
 import hashlib
 import hmac
+import json
 import os
 import ssl
 import struct
 import sys
-import threading
+import types
 import urllib.parse
 
 SSL_REQUEST = 80877103
@@ -59,7 +60,7 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 class Verifier:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: types.SimpleNamespace):
         self.args = args
         self.to_tamper = args.tamper_first
         self.server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -198,33 +199,14 @@ class Verifier:
             writer.close()
 
 
-def exit_when_stdin_closes() -> None:
-    sys.stdin.buffer.read()
-    os._exit(0)
-
-
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--backend-port", type=int, required=True)
-    parser.add_argument("--backend-ca", required=True)
-    parser.add_argument("--backend-password", required=True)
-    parser.add_argument("--service", choices=["rds-db", "dsql"], required=True)
-    parser.add_argument("--authority", required=True, help="host:port (rds-db) or host (dsql) the token must name; {port} = the port listened on")
-    parser.add_argument("--region", required=True)
-    parser.add_argument("--access-key", required=True)
-    parser.add_argument("--secret-key", required=True)
-    parser.add_argument("--max-age", type=float, default=900, help="seconds a token is accepted after it was made")
-    parser.add_argument("--tamper-first", type=int, default=0, help="alter the first N tokens received (a tampered token)")
-    parser.add_argument("--log", required=True)
-    args = parser.parse_args()
-    verifier = Verifier(args)
-    server = await asyncio.start_server(verifier.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    args.authority = args.authority.replace("{port}", str(port))
-    threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
-    print(f"listening {port}", flush=True)
+    with open(sys.argv[1], encoding="utf-8") as config:
+        # cert, key, backend_port, backend_ca, backend_password, service ("rds-db" or "dsql"),
+        # authority (the host[:port] a token must name), region, access_key, secret_key,
+        # max_age (seconds a token is accepted after it was made), tamper_first (alter the first
+        # N tokens received, as if on the way), log.
+        args = types.SimpleNamespace(**json.load(config))
+    server = await asyncio.start_server(Verifier(args).serve, "127.0.0.1", int(sys.argv[2]))
     async with server:
         await server.serve_forever()
 

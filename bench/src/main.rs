@@ -290,7 +290,7 @@ async fn main() {
         let token = iam::token(
             iam::Action::RdsConnect,
             "localhost",
-            verifier.port,
+            verifier.port(),
             &db.role,
             local_stack::kit::REGION,
             &aws,
@@ -299,7 +299,7 @@ async fn main() {
         .expect("token");
         let iam_creds = credentials::Credentials {
             password: token.into(),
-            port: verifier.port,
+            port: verifier.port(),
             ..creds.clone()
         };
         let connection = db::connect(&iam_creds, &tls, Duration::from_secs(5))

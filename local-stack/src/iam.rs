@@ -3,26 +3,47 @@
 //! credentials [`crate::kit::sdk_config`] gives the SDK, then passes valid logins through to
 //! PgBouncer. For the tests and the benchmark of `DB_AUTH=rds-iam|dsql-iam`.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use crate::kit::{ACCESS_KEY, REGION};
-use crate::{Stack, TestDb};
+use nix::sys::signal::Signal;
+use serde_json::json;
 
-/// A running verifier in front of the stack's PgBouncer, for one database. Stopped on drop; it
-/// also exits by itself when this process ends (its standard input closes).
+use crate::kit::{ACCESS_KEY, REGION};
+use crate::process::{Kind, Server, accepts_tcp, instance_dir, write_service_file};
+use crate::{Stack, TestDb, or_panic};
+
+/// `iam_verifier.py <dir>/config.json <port>`; SIGTERM ends it at once.
+static VERIFIER: Kind = Kind {
+    name: "iam-verifier",
+    command: |dir, port| {
+        let mut cmd = Command::new("python3");
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/iam_verifier.py"))
+            .arg(dir.join("config.json"))
+            .arg(port.to_string());
+        Ok(cmd)
+    },
+    ready: accepts_tcp,
+    stop_signal: Signal::SIGTERM,
+};
+
+/// A running verifier in front of the stack's PgBouncer, for one database, listening on
+/// 127.0.0.1 with TLS (the stack's certificate for `localhost`). It derefs to its [`Server`];
+/// dropping it stops it.
+#[derive(Debug)]
 pub struct IamVerifier {
-    child: Child,
-    _stdin: ChildStdin,
-    /// Where it listens (on 127.0.0.1; TLS with the stack's certificate for `localhost`).
-    pub port: u16,
+    server: Server,
     /// The function's environment for this mode and database through the verifier (the caller
     /// gives the SDK its credentials and region).
     pub env: Vec<(&'static str, String)>,
-    log: PathBuf,
+}
+
+impl std::ops::Deref for IamVerifier {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 impl IamVerifier {
@@ -37,79 +58,46 @@ impl IamVerifier {
         max_age: Duration,
         tamper_first: u32,
     ) -> IamVerifier {
-        let (service, authority) = match mode {
-            "rds-iam" => ("rds-db", "localhost:{port}"),
-            "dsql-iam" => ("dsql", "localhost"),
+        let service = match mode {
+            "rds-iam" => "rds-db",
+            "dsql-iam" => "dsql",
             other => panic!("no IAM verifier for DB_AUTH={other}"),
         };
-        // Inside the stack's own directory, which goes when the stack goes, however it ends.
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let log = stack.certs.dir.join(format!("iam-verifier-{n}.log"));
-        let (certs, path) = (&stack.certs, |p: &PathBuf| p.display().to_string());
-        let args = [
-            ("--cert", path(&certs.server_cert)),
-            ("--key", path(&certs.server_key)),
-            ("--backend-port", stack.bouncer.port().to_string()),
-            ("--backend-ca", path(&certs.ca_pem)),
-            ("--backend-password", db.app_password.clone()),
-            ("--service", service.to_owned()),
-            ("--authority", authority.to_owned()),
-            ("--region", REGION.to_owned()),
-            ("--access-key", ACCESS_KEY.to_owned()),
-            ("--secret-key", secret_key.to_owned()),
-            ("--max-age", max_age.as_secs_f64().to_string()),
-            ("--tamper-first", tamper_first.to_string()),
-            ("--log", path(&log)),
-        ];
-        let mut child = Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/iam_verifier.py"))
-            .args(
-                args.iter()
-                    .flat_map(|(flag, value)| [*flag, value.as_str()]),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start local-stack/iam_verifier.py (python3)");
-        let stdin = child.stdin.take().expect("stdin");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the verifier's port");
-        let port: u16 = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected verifier output {line:?}"));
+        let (certs, path) = (&stack.certs, |p: &Path| p.display().to_string());
+        let configure = |dir: &Path, port: u16| {
+            let config = json!({
+                "cert": path(&certs.server_cert),
+                "key": path(&certs.server_key),
+                "backend_port": stack.bouncer.port(),
+                "backend_ca": path(&certs.ca_pem),
+                "backend_password": db.app_password,
+                "service": service,
+                "authority": if service == "dsql" { "localhost".to_owned() } else { format!("localhost:{port}") },
+                "region": REGION,
+                "access_key": ACCESS_KEY,
+                "secret_key": secret_key,
+                "max_age": max_age.as_secs_f64(),
+                "tamper_first": tamper_first,
+                "log": path(&dir.join("decisions.log")),
+            });
+            write_service_file(&dir.join("config.json"), config.to_string().as_bytes())
+        };
+        let server = instance_dir("iam").and_then(|dir| Server::launch(&VERIFIER, dir, configure));
+        let server = or_panic(server, "starting local-stack/iam_verifier.py (python3)");
         let env = vec![
             ("DB_AUTH", mode.to_owned()),
             ("DB_HOST", "localhost".to_owned()),
-            ("DB_PORT", port.to_string()),
+            ("DB_PORT", server.port().to_string()),
             ("DB_USER", db.role.clone()),
             ("DB_NAME", db.name.clone()),
             ("DB_CA_FILE", path(&certs.ca_pem)),
         ];
-        IamVerifier {
-            child,
-            _stdin: stdin,
-            port,
-            env,
-            log,
-        }
+        IamVerifier { server, env }
     }
 
     /// Its decisions so far, one per login: `accepted <user>` or `rejected: <reason>`.
     pub fn decisions(&self) -> Vec<String> {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir().join("decisions.log")).unwrap_or_default();
         log.lines().map(str::to_owned).collect()
-    }
-}
-
-impl Drop for IamVerifier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }

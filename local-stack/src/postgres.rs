@@ -1,6 +1,5 @@
 //! A throwaway PostgreSQL 15 cluster.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -83,13 +82,8 @@ impl Postgres {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--auth=trust"]);
-        initdb.args([
-            "--encoding=UTF8",
-            "--no-locale",
-            "--no-sync",
-            "--no-instructions",
-        ]);
+            .args(["-U", "postgres", "--encoding=UTF8"]);
+        initdb.args(["--no-locale", "--no-sync", "--no-instructions"]);
         as_service_user(&mut initdb)?.current_dir(dir.path());
         run(initdb, "")
             .context("initdb failed (is PostgreSQL 15 installed? scripts/install-deps.sh)")?;
@@ -110,8 +104,9 @@ impl Postgres {
                 "host all all 127.0.0.1/32 scram-sha-256\n",
             ),
         };
+        // The whole configuration (initdb's template is replaced), messages in English.
         let conf = format!(
-            "\n# local-stack\n\
+            "lc_messages = 'C'\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{socket}'\n\
              max_connections = 300\n\
@@ -125,12 +120,7 @@ impl Postgres {
              {ssl}",
             socket = data.display()
         );
-        let conf_path = data.join("postgresql.conf");
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&conf_path)
-            .and_then(|mut file| file.write_all(conf.as_bytes()))
-            .with_context(|| format!("append to {}", conf_path.display()))?;
+        write_service_file(&data.join("postgresql.conf"), conf.as_bytes())?;
         let hba = format!("local all postgres trust\n{hba}");
         write_service_file(&data.join("pg_hba.conf"), hba.as_bytes())?;
         let server = Server::launch(&POSTGRES, dir, |_, _| Ok(()))?;

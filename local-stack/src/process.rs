@@ -36,8 +36,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 // ------------------------------------------------------------------------------------------------
 // The OS user of PostgreSQL and PgBouncer
 
-/// `Some(postgres)` when we are root (PostgreSQL and PgBouncer refuse to run as root), `None`
-/// (they run as ourselves) otherwise.
+/// `postgres` when we are root (PostgreSQL and PgBouncer refuse to run as root), else ourselves.
 fn service_user() -> Result<Option<User>> {
     if !geteuid().is_root() {
         return Ok(None);
@@ -59,8 +58,7 @@ pub(crate) fn as_service_user(cmd: &mut Command) -> Result<&mut Command> {
     Ok(without_libpq_env(cmd))
 }
 
-/// Removes the developer's `PG*` variables from `cmd`'s environment: libpq reads them, and they
-/// must not change what a test connects to.
+/// Removes the developer's `PG*` variables, which libpq would read, from `cmd`'s environment.
 pub(crate) fn without_libpq_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
@@ -79,8 +77,8 @@ fn give_to_service_user(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `contents` to `path`, mode 0600 and owned by the service user (PostgreSQL refuses a
-/// key file that others can read); atomically, so a reloading server never reads half a file.
+/// Writes `path` atomically (a reloading server never reads half a file), mode 0600 and owned by
+/// the service user (PostgreSQL refuses a key file that others can read).
 pub(crate) fn write_service_file(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut file = NamedTempFile::new_in(dir)
@@ -139,10 +137,9 @@ fn register(line: &str) -> Result<()> {
     writeln!(lock(stdin), "{line}").context("write to the local-stack janitor")
 }
 
-/// A fresh directory for one instance, `<base>/local-stack-<pid>-<kind>-<random>` with mode 0700,
-/// owned by the service user and registered with the janitor; removed when dropped. The base is
-/// `$LOCAL_STACK_DIR`, else the system's temporary directory: a short path on purpose, since
-/// PostgreSQL's unix socket lives in here and socket paths are limited to 107 bytes.
+/// A fresh directory `local-stack-<pid>-<kind>-<random>` (mode 0700, the service user's,
+/// registered with the janitor, removed when dropped) in `$LOCAL_STACK_DIR` or the temporary
+/// directory: a short path, since PostgreSQL's socket lives in it (at most 107 bytes).
 pub(crate) fn instance_dir(kind: &str) -> Result<TempDir> {
     let base = std::env::var_os("LOCAL_STACK_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
@@ -158,20 +155,18 @@ pub(crate) fn instance_dir(kind: &str) -> Result<TempDir> {
 // ------------------------------------------------------------------------------------------------
 // Servers
 
-/// How to run one kind of server in its directory on a port.
+/// How to run one kind of server in its directory on a port: its name (messages, `<name>.log`),
+/// the command that runs it in the foreground, when it is ready for the tests, and the signal
+/// that makes it exit promptly (it is killed if it has not after 30 s).
 #[derive(Debug)]
 pub(crate) struct Kind {
-    /// For messages and the log file's name (`<name>.log` in the directory).
     pub(crate) name: &'static str,
-    /// The command that runs the server in the foreground.
     pub(crate) command: fn(dir: &Path, port: u16) -> Result<Command>,
-    /// Whether the server accepts what the tests send it.
     pub(crate) ready: fn(dir: &Path, port: u16) -> bool,
-    /// The signal that makes it exit promptly (it is killed if it has not after 30 s).
     pub(crate) stop_signal: Signal,
 }
 
-/// One server process (PostgreSQL, PgBouncer or moto; each of those types derefs to its
+/// One server process (each of PostgreSQL, PgBouncer, moto and the IAM verifier derefs to its
 /// `Server`) in a directory of its own, on a port that stays the same across restarts. Dropping
 /// it stops the process and removes the directory.
 #[derive(Debug)]
@@ -185,17 +180,16 @@ pub struct Server {
 
 impl Server {
     /// Starts a server of `kind` in `dir` on a free port, after `configure(dir, port)` has written
-    /// what it needs there. Tries another port (three tries in all) when the server could not
-    /// bind: another process may take a port between our probe and the server's bind.
+    /// its files. Three tries: another process may take the port before the server binds it.
     pub(crate) fn launch(
         kind: &'static Kind,
         dir: TempDir,
         mut configure: impl FnMut(&Path, u16) -> Result<()>,
     ) -> Result<Server> {
-        let child = Mutex::new(None);
+        let (port, child) = (0, Mutex::new(None));
         let mut server = Server {
             kind,
-            port: 0,
+            port,
             child,
             dir,
         };
@@ -204,7 +198,7 @@ impl Server {
             server.port = free_port()?;
             configure(server.dir(), server.port)?;
             match server.try_start() {
-                Err(e) if attempts < 3 && format!("{e:?}").contains("Address already in use") => {
+                Err(e) if attempts < 3 && in_use(&e) => {
                     attempts += 1;
                 }
                 result => return result.map(|()| server),
@@ -222,7 +216,7 @@ impl Server {
     }
 
     /// Starts the server again after [`Server::stop`], on the same port and files, and waits
-    /// until it is ready. Does nothing if it is running. Panics on failure.
+    /// until it is ready (does nothing if it runs). Panics on failure.
     pub fn start(&self) {
         or_panic(self.try_start(), format!("restarting {}", self.kind.name));
     }
@@ -243,9 +237,9 @@ impl Server {
         }
     }
 
-    /// Freezes the server's process (SIGSTOP): connections hang instead of failing, like a proxy
-    /// or an endpoint that stopped answering. (PostgreSQL's sessions already open go on: each
-    /// backend is a process of its own.) Undo with [`Server::resume`].
+    /// Freezes the server's process (SIGSTOP): new connections hang instead of failing, like an
+    /// endpoint that stopped answering (PostgreSQL's open sessions go on: each backend is a
+    /// process of its own). Undo with [`Server::resume`].
     pub fn pause(&self) {
         self.signal(Signal::SIGSTOP);
     }
@@ -260,16 +254,16 @@ impl Server {
         running(&mut lock(&self.child)).is_some()
     }
 
-    /// Sends `signal` if the process is running; returns whether it was.
+    /// Sends `signal` if the process is running (our unreaped child: its pid cannot have been
+    /// reused); returns whether it was.
     pub(crate) fn signal(&self, signal: Signal) -> bool {
-        let mut slot = lock(&self.child);
-        let child = running(&mut slot);
-        // Our unreaped child: its pid cannot have been reused.
-        child.map(|child| kill(pid(child), signal)).is_some()
+        running(&mut lock(&self.child))
+            .map(|child| kill(pid(child), signal))
+            .is_some()
     }
 
     /// Starts the process unless it is running, and waits until it is ready. Errors end with
-    /// the last lines of the server's log.
+    /// the last lines of its log.
     fn try_start(&self) -> Result<()> {
         let mut slot = lock(&self.child);
         if running(&mut slot).is_some() {
@@ -322,6 +316,14 @@ impl Drop for Server {
     }
 }
 
+/// Whether the server could not start because its port was taken (each server words it its own
+/// way: "Address already in use", "address already in use").
+fn in_use(e: &anyhow::Error) -> bool {
+    format!("{e:?}")
+        .to_lowercase()
+        .contains("address already in use")
+}
+
 /// The child in `slot` if it is still running (an exited one is reaped and removed).
 fn running(slot: &mut Option<Child>) -> Option<&mut Child> {
     if !matches!(slot.as_mut().map(Child::try_wait), Some(Ok(None))) {
@@ -340,7 +342,7 @@ pub(crate) fn program(from_env: Option<PathBuf>, known: PathBuf, name: &str) -> 
     from_env.unwrap_or_else(|| if known.exists() { known } else { name.into() })
 }
 
-/// Readiness of a server that is ready once it accepts TCP connections.
+/// Ready once it accepts TCP connections.
 pub(crate) fn accepts_tcp(_dir: &Path, port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
@@ -358,9 +360,8 @@ pub(crate) fn log_tail(log: &Path) -> String {
 // ------------------------------------------------------------------------------------------------
 // Short-lived commands, ports, passwords
 
-/// Runs a short-lived command with `input` as its stdin and returns its stdout; the error carries
-/// the exit status and stderr. The command must bound its own time (psql: connect and statement
-/// timeouts).
+/// Runs a short-lived command that bounds its own time, with `input` on stdin; returns its
+/// stdout, or an error with its exit status and stderr.
 pub(crate) fn run(mut cmd: Command, input: &str) -> Result<String> {
     // Its name only: the arguments may hold a password.
     let shown = cmd.get_program().to_string_lossy().into_owned();
@@ -385,8 +386,7 @@ pub(crate) fn run(mut cmd: Command, input: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
-/// before (so two servers started in parallel do not pick the same one).
+/// A port on 127.0.0.1 that was free a moment ago and that this process has not handed out before.
 fn free_port() -> Result<u16> {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     for _ in 0..100 {

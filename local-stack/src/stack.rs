@@ -82,20 +82,17 @@ impl Stack {
     }
 
     /// Creates database `name` with `schema_sql` (applied as the superuser; it must create
-    /// `public.users`) and login role `role`
-    /// with a random password and exactly the rights sql/app-role.sql gives the function's role
-    /// (INSERT and SELECT on `public.users`, its server-side timeouts); makes PgBouncer accept
-    /// the role and stores an RDS-style secret named `name` in moto.
+    /// `public.users`) and login role `role` with a random password and exactly the rights
+    /// sql/app-role.sql gives the function's role; makes PgBouncer accept the role and stores an
+    /// RDS-style secret named `name` in moto.
     pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
         let password = random_hex(16)?;
         self.pg.create_database(name)?;
         self.pg.create_role(role, &password)?;
+        let sql = format!("{schema_sql}\n;\n{APP_ROLE}");
         self.pg
-            .admin_psql(name, schema_sql, &[])
-            .with_context(|| format!("apply the schema to database {name}"))?;
-        self.pg
-            .admin_psql(name, APP_ROLE, &[("app_role", role)])
-            .with_context(|| format!("apply sql/app-role.sql in database {name}"))?;
+            .admin_psql(name, &sql, &[("app_role", role)])
+            .with_context(|| format!("apply the schema and sql/app-role.sql in database {name}"))?;
         self.bouncer.refresh_auth(&self.pg, role)?;
         let db = TestDb {
             name: name.to_owned(),
