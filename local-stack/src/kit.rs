@@ -36,19 +36,22 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 /// Runs `sql` with `psql` against `conninfo` (a libpq connection string) with `password`, with
-/// none of the developer's `PG*` variables. Ok(stdout, trimmed) or Err(stderr). Connection
-/// attempts give up after 5 s.
+/// none of the developer's `PG*` variables; connecting gives up after 5 s. Ok(stdout, trimmed) or
+/// Err(the exit status and stderr).
 pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
-    let out = crate::process::without_libpq_env(&mut Command::new("psql"))
-        .args([conninfo, "-X", "-q", "-At", "-c", sql])
-        .args(["-v", "ON_ERROR_STOP=1"])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "5")
-        .output()
-        .map_err(|e| format!("cannot run psql: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    let mut cmd = Command::new("psql");
+    crate::process::without_libpq_env(&mut cmd)
+        .args([
+            conninfo,
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .envs([("PGPASSWORD", password), ("PGCONNECT_TIMEOUT", "5")]);
+    let out = crate::process::run(cmd, "").map_err(|e| format!("{e:#}"))?;
+    Ok(out.trim().to_owned())
 }
