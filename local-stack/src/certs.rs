@@ -23,14 +23,10 @@ pub struct Certs {
 }
 
 impl Certs {
-    /// A CA plus a server certificate for `DNS:localhost` and `IP:127.0.0.1`, in `dir`.
-    pub fn generate(dir: &Path) -> Result<Certs> {
-        Self::generate_for(dir, &["localhost", "127.0.0.1"])
-    }
-
-    /// Like [`Certs::generate`] with other subject alternative names (an entry that parses as an
-    /// IP address becomes an IP SAN), e.g. to test a host-name mismatch.
-    pub fn generate_for(dir: &Path, names: &[&str]) -> Result<Certs> {
+    /// A CA plus a server certificate for `names` (the subject alternative names; one that parses
+    /// as an IP address becomes an IP SAN), in `dir`. The stack's is for `localhost` and
+    /// `127.0.0.1`.
+    pub fn generate(dir: &Path, names: &[&str]) -> Result<Certs> {
         let build = || -> Result<[String; 3], rcgen::Error> {
             let ca_key = KeyPair::generate()?;
             let mut ca = CertificateParams::new(Vec::<String>::new())?;

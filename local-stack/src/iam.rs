@@ -29,21 +29,13 @@ static VERIFIER: Kind = Kind {
 };
 
 /// A running verifier in front of the stack's PgBouncer, for one database, listening on
-/// 127.0.0.1 with TLS (the stack's certificate for `localhost`). It derefs to its [`Server`];
-/// dropping it stops it.
+/// 127.0.0.1 with TLS (the stack's certificate for `localhost`).
 #[derive(Debug)]
 pub struct IamVerifier {
-    server: Server,
+    pub(crate) server: Server,
     /// The function's environment for this mode and database through the verifier (the caller
     /// gives the SDK its credentials and region).
     pub env: Vec<(&'static str, String)>,
-}
-
-impl std::ops::Deref for IamVerifier {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
 }
 
 impl IamVerifier {
@@ -65,6 +57,10 @@ impl IamVerifier {
         };
         let (certs, path) = (&stack.certs, |p: &Path| p.display().to_string());
         let configure = |dir: &Path, port: u16| {
+            let authority = match service {
+                "dsql" => "localhost".to_owned(),
+                _ => format!("localhost:{port}"),
+            };
             let config = json!({
                 "cert": path(&certs.server_cert),
                 "key": path(&certs.server_key),
@@ -72,7 +68,7 @@ impl IamVerifier {
                 "backend_ca": path(&certs.ca_pem),
                 "backend_password": db.app_password,
                 "service": service,
-                "authority": if service == "dsql" { "localhost".to_owned() } else { format!("localhost:{port}") },
+                "authority": authority,
                 "region": REGION,
                 "access_key": ACCESS_KEY,
                 "secret_key": secret_key,

@@ -41,16 +41,7 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
     let mut cmd = Command::new("psql");
     crate::process::without_libpq_env(&mut cmd)
-        .args([
-            conninfo,
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
+        .args([conninfo, "-XqAt", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .envs([("PGPASSWORD", password), ("PGCONNECT_TIMEOUT", "5")]);
     let out = crate::process::run(cmd, "").map_err(|e| format!("{e:#}"))?;
     Ok(out.trim().to_owned())

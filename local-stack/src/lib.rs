@@ -35,7 +35,6 @@ mod postgres;
 mod process;
 mod stack;
 
-pub use anyhow::{Error, Result};
 pub use certs::Certs;
 pub use moto::Moto;
 pub use pgbouncer::PgBouncer;
@@ -45,13 +44,11 @@ pub use stack::{Stack, TestDb};
 
 /// The project's schema (sql/schema.sql), as the tests and `local-stack up` apply it.
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
-/// The function's least-privilege role (sql/app-role.sql), as every test database's role gets it.
-const APP_ROLE: &str = include_str!("../../sql/app-role.sql");
 
 /// Panics with the reason (a failing server's log included): a test that cannot set up has
 /// nothing to test.
 #[track_caller]
-fn or_panic<T>(result: Result<T>, what: impl std::fmt::Display) -> T {
+fn or_panic<T>(result: anyhow::Result<T>, what: impl std::fmt::Display) -> T {
     match result {
         Ok(value) => value,
         Err(e) => panic!("local-stack: {what} failed: {e:?}"),

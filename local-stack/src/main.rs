@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use local_stack::{SCHEMA, Stack};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -22,13 +22,7 @@ use signal_hook::iterator::Signals;
 /// The local stand-ins for RDS, RDS Proxy and Secrets Manager (tests and local runs only).
 #[derive(Parser)]
 #[command(name = "local-stack")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
+enum Cli {
     /// Start the stack with database `app` (sql/schema.sql, role from sql/app-role.sql) and run
     /// until interrupted or until stdin closes.
     Up {
@@ -78,10 +72,10 @@ fn write_whole(path: &Path, text: &str) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let Command::Up {
+    let Cli::Up {
         env_file,
         sam_env_file,
-    } = Cli::parse().command;
+    } = Cli::parse();
     let stop = watch_for_stop()?;
     let started = Instant::now();
     let stack = Stack::try_start()?;

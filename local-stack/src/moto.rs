@@ -21,19 +21,11 @@ static MOTO: Kind = Kind {
 /// `moto_server` on 127.0.0.1, reachable at [`Moto::endpoint`] with any credentials
 /// (`AWS_ACCESS_KEY_ID=test`, region `us-east-1`).
 ///
-/// moto keeps its state in memory only: after `stop` and `start` (it derefs to its [`Server`]) it
-/// is empty, as if every secret and queue had been deleted. Dropping it kills the process and
-/// removes its directory.
+/// moto keeps its state in memory only: after `stop` and `start` it is empty, as if every secret
+/// and queue had been deleted.
 #[derive(Debug)]
 pub struct Moto {
-    server: Server,
-}
-
-impl std::ops::Deref for Moto {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
+    pub(crate) server: Server,
 }
 
 impl Moto {
@@ -65,11 +57,8 @@ impl Moto {
 
     /// `GetSecretValue`: the current `SecretString`.
     pub fn get_secret_value(&self, secret_id: &str) -> Result<String> {
-        let answer = call(
-            self.port(),
-            "GetSecretValue",
-            &json!({"SecretId": secret_id}),
-        )?;
+        let request = json!({"SecretId": secret_id});
+        let answer = call(self.port(), "GetSecretValue", &request)?;
         let value = answer["SecretString"].as_str().map(str::to_owned);
         value.ok_or_else(|| anyhow!("GetSecretValue without SecretString: {answer}"))
     }

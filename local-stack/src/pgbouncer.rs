@@ -44,21 +44,12 @@ static PGBOUNCER: Kind = Kind {
 /// - Two server connections per database and user (`default_pool_size = 2`): fewer than the
 ///   clients of the concurrency tests, so transactions really share connections. A client waits
 ///   for one up to 120 s (`query_wait_timeout`, like RDS Proxy's `ConnectionBorrowTimeout`).
-///
-/// It derefs to its [`Server`] (`stop`, `start`, `pause`, ...; connect as `host=localhost` to
-/// its port to verify the certificate). Dropping it stops the process and removes its directory.
+/// - Connect as `host=localhost` to its port to verify the certificate.
 #[derive(Debug)]
 pub struct PgBouncer {
-    server: Server,
+    pub(crate) server: Server,
     /// role -> SCRAM verifier, as written to the auth file.
     users: Mutex<BTreeMap<String, String>>,
-}
-
-impl std::ops::Deref for PgBouncer {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
 }
 
 impl PgBouncer {

@@ -37,19 +37,9 @@ static POSTGRES: Kind = Kind {
 /// The superuser `postgres` is reachable without a password over the unix socket in the data
 /// directory only ([`Postgres::admin_psql`]). Over TCP every role needs SCRAM; with TLS (the
 /// stack's) `pg_hba.conf` has `hostssl ... scram-sha-256` and rejects plaintext TCP.
-///
-/// It derefs to its [`Server`] (`stop`, `start`, `pause`, ...). Dropping it shuts the server down
-/// and removes the directory.
 #[derive(Debug)]
 pub struct Postgres {
-    server: Server,
-}
-
-impl std::ops::Deref for Postgres {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
+    pub(crate) server: Server,
 }
 
 /// `$PG_BIN/<tool>`, else Debian's PostgreSQL 15 directory, else `PATH`.
@@ -63,19 +53,10 @@ fn pg_bin(tool: &str) -> PathBuf {
 }
 
 impl Postgres {
-    /// Starts a cluster that speaks TLS only over TCP (`ssl = on`, server certificate and key from
-    /// `certs`, plaintext `host` connections rejected by `pg_hba.conf`).
-    pub fn start_tls(certs: &Certs) -> Result<Postgres> {
-        Self::launch(Some(certs))
-    }
-
-    /// Starts a cluster with `ssl = off` and password (SCRAM) logins over plain TCP: a server that
-    /// does not speak TLS at all.
-    pub fn start_plaintext() -> Result<Postgres> {
-        Self::launch(None)
-    }
-
-    fn launch(certs: Option<&Certs>) -> Result<Postgres> {
+    /// Starts a cluster. With `certs`, it speaks TLS only over TCP (`ssl = on`, their server
+    /// certificate and key; plaintext `host` connections rejected by `pg_hba.conf`). Without, it
+    /// has `ssl = off` and SCRAM logins over plain TCP: a server that does not speak TLS at all.
+    pub fn start(certs: Option<&Certs>) -> Result<Postgres> {
         let dir = instance_dir("postgres")?;
         let data = dir.path().join("data");
         let mut initdb = Command::new(pg_bin("initdb"));

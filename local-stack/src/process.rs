@@ -41,13 +41,11 @@ fn service_user() -> Result<Option<User>> {
     if !geteuid().is_root() {
         return Ok(None);
     }
-    match User::from_name("postgres") {
-        Ok(Some(user)) => Ok(Some(user)),
-        _ => bail!(
-            "running as root, so PostgreSQL and PgBouncer must run as the `postgres` OS user, \
-             which does not exist (install the postgresql package: scripts/install-deps.sh)"
-        ),
-    }
+    let user = User::from_name("postgres").ok().flatten();
+    user.map(Some).context(
+        "running as root, so PostgreSQL and PgBouncer must run as the `postgres` OS user, \
+         which does not exist (install the postgresql package: scripts/install-deps.sh)",
+    )
 }
 
 /// Makes `cmd` run as the service user (when we are root), with a clean libpq environment.
@@ -166,9 +164,9 @@ pub(crate) struct Kind {
     pub(crate) stop_signal: Signal,
 }
 
-/// One server process (each of PostgreSQL, PgBouncer, moto and the IAM verifier derefs to its
-/// `Server`) in a directory of its own, on a port that stays the same across restarts. Dropping
-/// it stops the process and removes the directory.
+/// One server process in a directory of its own, on a port that stays the same across restarts.
+/// [`crate::Postgres`], [`crate::PgBouncer`], [`crate::Moto`] and the IAM verifier deref to theirs
+/// (`stop`, `start`, `pause`, ...). Dropping it stops the process and removes the directory.
 #[derive(Debug)]
 pub struct Server {
     kind: &'static Kind,
@@ -198,9 +196,7 @@ impl Server {
             server.port = free_port()?;
             configure(server.dir(), server.port)?;
             match server.try_start() {
-                Err(e) if attempts < 3 && in_use(&e) => {
-                    attempts += 1;
-                }
+                Err(e) if attempts < 3 && in_use(&e) => attempts += 1,
                 result => return result.map(|()| server),
             }
         }
@@ -316,6 +312,25 @@ impl Drop for Server {
     }
 }
 
+/// Makes each of these types deref to its `server` field.
+macro_rules! deref_to_server {
+    ($($t:ty),*) => {$(
+        impl std::ops::Deref for $t {
+            type Target = Server;
+            fn deref(&self) -> &Server {
+                &self.server
+            }
+        }
+    )*};
+}
+
+deref_to_server!(
+    crate::Postgres,
+    crate::PgBouncer,
+    crate::Moto,
+    crate::iam::IamVerifier
+);
+
 /// Whether the server could not start because its port was taken (each server words it its own
 /// way: "Address already in use", "address already in use").
 fn in_use(e: &anyhow::Error) -> bool {
@@ -399,13 +414,6 @@ fn free_port() -> Result<u16> {
         }
     }
     bail!("no free TCP port found on 127.0.0.1")
-}
-
-/// `n` random bytes from the operating system, as lowercase hex.
-pub(crate) fn random_hex(n: usize) -> Result<String> {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow!("getrandom: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not break every later test).

@@ -1,5 +1,4 @@
-//! Everything together: certificates, PostgreSQL with TLS, PgBouncer in front, moto; and one
-//! test's database on it.
+//! The stack, and one test's database on it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,10 +11,10 @@ use tempfile::TempDir;
 use crate::certs::Certs;
 use crate::kit::{ACCESS_KEY, REGION, SECRET_KEY};
 use crate::moto::Moto;
+use crate::or_panic;
 use crate::pgbouncer::PgBouncer;
 use crate::postgres::Postgres;
-use crate::process::{instance_dir, random_hex};
-use crate::{APP_ROLE, or_panic};
+use crate::process::instance_dir;
 
 /// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer in front of it:
 /// what the function connects to, as `localhost`) and AWS (moto), with the certificates both
@@ -42,10 +41,10 @@ impl Stack {
 
     pub fn try_start() -> Result<Stack> {
         let dir = instance_dir("stack")?;
-        let certs = Certs::generate(dir.path())?;
+        let certs = Certs::generate(dir.path(), &["localhost", "127.0.0.1"])?;
         // PostgreSQL (initdb) and moto (Python start-up) are slow and independent: overlap them.
         let moto = std::thread::spawn(Moto::launch);
-        let pg = Postgres::start_tls(&certs);
+        let pg = Postgres::start(Some(&certs));
         let moto = moto
             .join()
             .unwrap_or_else(|_| Err(anyhow!("moto start-up thread panicked")));
@@ -86,10 +85,11 @@ impl Stack {
     /// sql/app-role.sql gives the function's role; makes PgBouncer accept the role and stores an
     /// RDS-style secret named `name` in moto.
     pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
-        let password = random_hex(16)?;
+        let password = format!("{:016x}{:016x}", getrandom::u64()?, getrandom::u64()?);
         self.pg.create_database(name)?;
         self.pg.create_role(role, &password)?;
-        let sql = format!("{schema_sql}\n;\n{APP_ROLE}");
+        let app_role = include_str!("../../sql/app-role.sql");
+        let sql = format!("{schema_sql}\n;\n{app_role}");
         self.pg
             .admin_psql(name, &sql, &[("app_role", role)])
             .with_context(|| format!("apply the schema and sql/app-role.sql in database {name}"))?;

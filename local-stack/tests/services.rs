@@ -22,7 +22,7 @@ fn temp_certs(tag: &str) -> Certs {
         "local-stack-test-certs-{}-{tag}",
         std::process::id()
     ));
-    Certs::generate(&dir).expect("generate certificates")
+    Certs::generate(&dir, &["localhost", "127.0.0.1"]).expect("generate certificates")
 }
 
 fn direct(pg: &Postgres, host: &str, db: &str, user: &str, tls: &str) -> String {
@@ -102,9 +102,9 @@ fn tls_postgres_rejects_plaintext_tcp_and_accepts_verified_tls() {
 #[test]
 fn certificate_for_other_names_fails_host_name_verification() {
     let certs = temp_certs("wrong-name");
-    let wrong = Certs::generate_for(&certs.dir.join("wrong"), &["db.example.invalid"])
+    let wrong = Certs::generate(&certs.dir.join("wrong"), &["db.example.invalid"])
         .expect("generate certificate for another name");
-    let pg = Postgres::start_tls(&wrong).expect("start postgres");
+    let pg = Postgres::start(Some(&wrong)).expect("start postgres");
     pg.create_role("u", "pw").expect("create role");
     assert_err_contains(
         psql(
@@ -125,7 +125,7 @@ fn certificate_for_other_names_fails_host_name_verification() {
 
 #[test]
 fn plaintext_postgres_does_not_speak_tls() {
-    let pg = Postgres::start_plaintext().expect("start plaintext postgres");
+    let pg = Postgres::start(None).expect("start plaintext postgres");
     pg.create_role("plain", "secret pw").expect("create role");
     assert_err_contains(
         psql(

@@ -40,7 +40,7 @@ async fn a_ca_file_for_another_ca_does_not_make_the_server_trusted() {
     let test = TestApp::new().await;
     let dir = std::env::temp_dir().join(format!("other-ca-{}", unique()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let other = Certs::generate(&dir).expect("another CA");
+    let other = Certs::generate(&dir, &["localhost", "127.0.0.1"]).expect("another CA");
     let mut env = test.env();
     env.insert("DB_CA_FILE", other.ca_pem.to_string_lossy().into_owned());
     let app = test.start_with(config_from(&env)).await;
@@ -57,7 +57,7 @@ async fn a_ca_file_for_another_ca_does_not_make_the_server_trusted() {
 #[tokio::test]
 async fn a_server_that_does_not_speak_tls_is_refused() {
     let test = TestApp::new().await;
-    let plaintext = Postgres::start_plaintext().expect("plaintext PostgreSQL");
+    let plaintext = Postgres::start(None).expect("plaintext PostgreSQL");
     plaintext.create_role("app", "app-password").expect("role");
     plaintext.create_database("plain").expect("database");
     plaintext.admin_psql("plain", SCHEMA, &[]).expect("schema");
