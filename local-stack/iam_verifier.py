@@ -10,7 +10,9 @@ refused IAM login does. Each decision is appended to the log as one line ("accep
 
 Usage: iam_verifier.py CONFIG PORT. It listens on 127.0.0.1:PORT with the settings in CONFIG, a
 JSON object written by local-stack/src/iam.rs (the backend password is in there, never on a
-command line). local-stack starts and stops it like its other servers. Standard library only.
+command line), and writes the file "ready" beside CONFIG once it does. An unexpected error in a
+connection is logged too ("error: ..."), so that a test sees it. local-stack starts and stops it
+like its other servers. Standard library only.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class Verifier:
             await self.handle(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
             pass
+        except Exception as e:  # noqa: BLE001 - a bug of ours or a message we do not parse
+            self.log(f"error: {e!r}")
         finally:
             writer.close()
 
@@ -207,6 +211,8 @@ async def main() -> None:
         # N tokens received, as if on the way), log.
         args = types.SimpleNamespace(**json.load(config))
     server = await asyncio.start_server(Verifier(args).serve, "127.0.0.1", int(sys.argv[2]))
+    with open(os.path.join(os.path.dirname(sys.argv[1]), "ready"), "w", encoding="utf-8"):
+        pass
     async with server:
         await server.serve_forever()
 

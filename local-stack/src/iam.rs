@@ -11,20 +11,22 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::kit::{ACCESS_KEY, REGION};
-use crate::process::{Kind, Server, accepts_tcp, instance_dir, write_service_file};
+use crate::process::{Kind, Server, instance_dir, write_service_file};
 use crate::{Stack, TestDb, or_panic};
 
-/// `iam_verifier.py <dir>/config.json <port>`; SIGTERM ends it at once.
+/// `iam_verifier.py <dir>/config.json <port>`, ready once it has written `<dir>/ready` (it binds
+/// the port first: a probe could reach another process that took the port); SIGTERM ends it.
 static VERIFIER: Kind = Kind {
     name: "iam-verifier",
     command: |dir, port| {
+        let _ = std::fs::remove_file(dir.join("ready"));
         let mut cmd = Command::new("python3");
         cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/iam_verifier.py"))
             .arg(dir.join("config.json"))
             .arg(port.to_string());
         Ok(cmd)
     },
-    ready: accepts_tcp,
+    ready: |dir, _| dir.join("ready").exists(),
     stop_signal: Signal::SIGTERM,
 };
 

@@ -1,5 +1,7 @@
 //! A throwaway PostgreSQL 15 cluster.
 
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,8 +65,13 @@ impl Postgres {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--encoding=UTF8"]);
-        initdb.args(["--no-locale", "--no-sync", "--no-instructions"]);
+            .args(["-U", "postgres", "--auth=trust"]);
+        initdb.args([
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
+        ]);
         as_service_user(&mut initdb)?.current_dir(dir.path());
         run(initdb, "")
             .context("initdb failed (is PostgreSQL 15 installed? scripts/install-deps.sh)")?;
@@ -85,9 +92,8 @@ impl Postgres {
                 "host all all 127.0.0.1/32 scram-sha-256\n",
             ),
         };
-        // The whole configuration (initdb's template is replaced), messages in English.
         let conf = format!(
-            "lc_messages = 'C'\n\
+            "\n# local-stack\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{socket}'\n\
              max_connections = 300\n\
@@ -101,7 +107,11 @@ impl Postgres {
              {ssl}",
             socket = data.display()
         );
-        write_service_file(&data.join("postgresql.conf"), conf.as_bytes())?;
+        let conf_path = data.join("postgresql.conf");
+        let append = OpenOptions::new().append(true).open(&conf_path);
+        append
+            .and_then(|mut file| file.write_all(conf.as_bytes()))
+            .with_context(|| format!("append to {}", conf_path.display()))?;
         let hba = format!("local all postgres trust\n{hba}");
         write_service_file(&data.join("pg_hba.conf"), hba.as_bytes())?;
         let server = Server::launch(&POSTGRES, dir, |_, _| Ok(()))?;

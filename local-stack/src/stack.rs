@@ -88,11 +88,13 @@ impl Stack {
         let password = format!("{:016x}{:016x}", getrandom::u64()?, getrandom::u64()?);
         self.pg.create_database(name)?;
         self.pg.create_role(role, &password)?;
-        let app_role = include_str!("../../sql/app-role.sql");
-        let sql = format!("{schema_sql}\n;\n{app_role}");
         self.pg
-            .admin_psql(name, &sql, &[("app_role", role)])
-            .with_context(|| format!("apply the schema and sql/app-role.sql in database {name}"))?;
+            .admin_psql(name, schema_sql, &[])
+            .with_context(|| format!("apply the schema to database {name}"))?;
+        let app_role = include_str!("../../sql/app-role.sql");
+        self.pg
+            .admin_psql(name, app_role, &[("app_role", role)])
+            .with_context(|| format!("apply sql/app-role.sql in database {name}"))?;
         self.bouncer.refresh_auth(&self.pg, role)?;
         let db = TestDb {
             name: name.to_owned(),

@@ -11,11 +11,14 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::OnceLock;
+use std::net::TcpStream;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use common::SCHEMA;
 use local_stack::Stack;
+use local_stack::iam::IamVerifier;
+use local_stack::kit::SECRET_KEY;
 
 /// Which test got the shared stack first, and where it was.
 static FIRST: OnceLock<(usize, u16)> = OnceLock::new();
@@ -51,20 +54,55 @@ fn shared_stack_is_started_once_b() {
 }
 
 fn tls_connector(ca_pem: &std::path::Path) -> tokio_postgres_rustls::MakeRustlsConnect {
+    tokio_postgres_rustls::MakeRustlsConnect::new(client_config(ca_pem))
+}
+
+/// Trusts only our CA, like the Lambda with `DB_CA_FILE`.
+fn client_config(ca_pem: &std::path::Path) -> rustls::ClientConfig {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_pem).expect("read CA") {
         roots.add(cert.expect("parse CA")).expect("add CA");
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("protocol versions")
     .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    .with_no_client_auth()
+}
+
+/// An error the IAM verifier did not expect (here: a user name that is not UTF-8) is logged as a
+/// decision, so a test sees it, instead of going to a log file that is deleted with the verifier.
+#[test]
+fn the_iam_verifier_logs_an_error_it_did_not_expect() {
+    use std::io::{Read, Write};
+    let stack = Stack::shared();
+    let db = stack.new_database(SCHEMA);
+    let verifier = IamVerifier::start(stack, &db, "rds-iam", SECRET_KEY, Duration::MAX, 0);
+    let mut tcp = TcpStream::connect(("127.0.0.1", verifier.port())).expect("connect");
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .expect("SSLRequest");
+    let mut answer = [0u8];
+    tcp.read_exact(&mut answer).expect("answer to SSLRequest");
+    assert_eq!(&answer, b"S");
+    let name = "localhost".try_into().expect("server name");
+    let client = rustls::ClientConnection::new(Arc::new(client_config(&stack.certs.ca_pem)), name);
+    let mut tls = rustls::StreamOwned::new(client.expect("TLS client"), tcp);
+    // StartupMessage, protocol 3.0, user = the single byte 0xff.
+    let body = [&196_608u32.to_be_bytes()[..], b"user\0\xff\0\0"].concat();
+    let length = u32::try_from(body.len() + 4).expect("length").to_be_bytes();
+    tls.write_all(&[&length[..], &body].concat())
+        .expect("startup");
+    let _ = tls.read_to_end(&mut Vec::new()); // until the verifier hangs up
+    let decisions = verifier.decisions();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert!(
+        decisions[0].starts_with("error: UnicodeDecodeError"),
+        "{decisions:?}"
+    );
 }
 
 /// More clients than PgBouncer has server connections (pool size 2), each doing unnamed-statement
