@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod event;
 pub mod handler;
 pub mod iam;
+pub mod logging;
 pub mod metrics;
 pub mod park;
 pub mod replay;

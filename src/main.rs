@@ -1,7 +1,7 @@
 use std::ffi::OsString;
 
-use cognito_post_confirmation::{App, Config, handler};
-use lambda_runtime::{Error, run, service_fn, tracing};
+use cognito_post_confirmation::{App, Config, handler, logging};
+use lambda_runtime::{Error, run, service_fn};
 
 fn main() -> Result<(), Error> {
     forget_empty_endpoint_urls();
@@ -12,7 +12,7 @@ fn main() -> Result<(), Error> {
 }
 
 async fn serve() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    logging::init();
     let app = match cold_start().await {
         Ok(app) => app,
         Err(error) => {

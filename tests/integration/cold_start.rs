@@ -86,6 +86,49 @@ async fn the_templates_empty_variables_count_as_unset_even_the_sdks_endpoint() {
     assert!(!output.contains("timed out"), "{output}");
 }
 
+/// The real binary's logs follow Lambda's logging controls (src/logging.rs): JSON lines under
+/// `AWS_LAMBDA_LOG_FORMAT=JSON`, text otherwise; `AWS_LAMBDA_LOG_LEVEL` (Lambda's `FATAL`
+/// included) over `RUST_LOG`; a level it does not understand is named, and INFO is used.
+#[tokio::test]
+async fn the_binary_logs_as_lambdas_logging_controls_say() {
+    let test = TestApp::new().await;
+    let ca = test.stack.certs.ca_pem.to_string_lossy().into_owned();
+    let endpoint = test.stack.moto.endpoint();
+    let run = |extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("DB_SECRET_ID", test.db.secret_id.as_str()),
+            ("DB_CA_FILE", &ca),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &endpoint),
+        ];
+        env.extend_from_slice(extra);
+        cold_start(&env).1
+    };
+    const DONE: &str = "cold start complete";
+
+    let json = run(&[("AWS_LAMBDA_LOG_FORMAT", "JSON")]);
+    let line = json.lines().find(|l| l.contains(DONE)).expect(DONE);
+    let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!(line["level"], "INFO", "{line}");
+    let text = run(&[]);
+    let line = text.lines().find(|l| l.contains(DONE)).expect(DONE);
+    assert!(line.trim_start().starts_with("INFO"), "{line}");
+
+    for quiet in [
+        vec![("AWS_LAMBDA_LOG_LEVEL", "ERROR")],
+        vec![("AWS_LAMBDA_LOG_LEVEL", "FATAL")],
+        vec![("RUST_LOG", "warn")],
+        vec![("AWS_LAMBDA_LOG_LEVEL", "WARN"), ("RUST_LOG", "debug")],
+    ] {
+        assert!(!run(&quiet).contains(DONE), "{quiet:?}");
+    }
+    assert!(run(&[("RUST_LOG", "aws_config=warn")]).contains(DONE));
+
+    let odd = run(&[("AWS_LAMBDA_LOG_LEVEL", "db=loud")]);
+    let named = r#"WARN log level "db=loud" not understood; logging at INFO"#;
+    assert!(odd.contains(named), "{odd}");
+    assert!(odd.contains(DONE), "{odd}");
+}
+
 fn epoch_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -151,7 +151,7 @@ pub fn unique() -> String {
 
 /// The function's logs in each test's captured output (shown when it fails); `RUST_LOG` filters.
 fn init_logs() {
-    use lambda_runtime::tracing::subscriber::{EnvFilter, fmt};
+    use tracing_subscriber::{EnvFilter, fmt};
     let _ = fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_test_writer()

@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use lambda_runtime::tracing::subscriber::fmt::MakeWriter;
-use lambda_runtime::tracing::subscriber::{self, filter::LevelFilter};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::{self as subscriber, filter::LevelFilter};
 
 use crate::helpers::{TestApp, invoke, sign_up, unique};
 
@@ -35,15 +35,14 @@ impl<'a> MakeWriter<'a> for Captured {
 }
 
 /// Captures everything, at TRACE, in the JSON format Lambda's log controls select.
-pub(crate) fn capture() -> (Captured, lambda_runtime::tracing::dispatcher::DefaultGuard) {
+pub(crate) fn capture() -> (Captured, tracing::dispatcher::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = subscriber::fmt()
         .json()
         .with_max_level(LevelFilter::TRACE)
         .with_writer(captured.clone())
         .finish();
-    let guard =
-        lambda_runtime::tracing::subscriber::util::SubscriberInitExt::set_default(subscriber);
+    let guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
     (captured, guard)
 }
 
