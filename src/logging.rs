@@ -6,13 +6,15 @@
 
 use std::str::FromStr;
 
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the subscriber: JSON lines when `AWS_LAMBDA_LOG_FORMAT` is `JSON` (Lambda sets it from
-/// the template's `LoggingConfig`), text otherwise; the filter is [`filter`] of
-/// `AWS_LAMBDA_LOG_LEVEL`, else of `RUST_LOG`. A value it does not understand is logged (as a
+/// Installs [`subscriber`] on standard output: JSON lines when `AWS_LAMBDA_LOG_FORMAT` is `JSON`
+/// (Lambda sets it from the template's `LoggingConfig`), text otherwise; the filter is [`filter`]
+/// of `AWS_LAMBDA_LOG_LEVEL`, else of `RUST_LOG`. A setting that does not parse is logged (as a
 /// warning) and INFO is used.
 pub fn init() {
     let var = |name| {
@@ -29,19 +31,38 @@ pub fn init() {
         ),
     };
     let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.trim().eq_ignore_ascii_case("json"));
-    let fmt = tracing_subscriber::fmt()
-        .with_target(false)
-        .without_time()
-        .with_writer(std::io::stdout);
     // Err only if a subscriber is already installed (a test's): keep that one.
-    let _ = if json {
-        fmt.json().finish().with(filter).try_init()
-    } else {
-        fmt.finish().with(filter).try_init()
-    };
+    let _ = subscriber(filter, json, std::io::stdout).try_init();
     if let Some(problem) = problem {
         tracing::warn!("{problem}");
     }
+}
+
+/// The function's subscriber, writing to `writer`: no time stamps (CloudWatch adds them) or
+/// targets, as `lambda_runtime`'s own; what `filter` enables, except [`is_raw_event`].
+pub fn subscriber<W>(filter: Targets, json: bool, writer: W) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt()
+        // The builder's own filter is INFO, applied besides ours: open it, `filter` decides.
+        .with_max_level(LevelFilter::TRACE)
+        .with_target(false)
+        .without_time()
+        .with_writer(writer);
+    let no_raw_events = filter_fn(|metadata| !is_raw_event(metadata));
+    if json {
+        Box::new(fmt.json().finish().with(filter).with(no_raw_events))
+    } else {
+        Box::new(fmt.finish().with(filter).with(no_raw_events))
+    }
+}
+
+/// `lambda_runtime` logs every event it receives, raw (personal data included), at TRACE. None
+/// of its TRACE lines are ever written, whatever the level: the README promises no personal data
+/// in the logs, and the template's levels stop at DEBUG, but Lambda's own settings do not.
+pub fn is_raw_event(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() == Level::TRACE && metadata.target().starts_with("lambda_runtime")
 }
 
 /// The filter for a log level setting: a level (`TRACE` to `ERROR`, any case; Lambda's `FATAL`
@@ -68,9 +89,85 @@ pub fn filter(setting: Option<&str>) -> Result<Targets, String> {
 
 #[cfg(test)]
 mod tests {
-    use tracing::Level;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    /// What a subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_or(Ok(0), |mut out| out.write(bytes))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl MakeWriter<'_> for Captured {
+        type Writer = Captured;
+        fn make_writer(&self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// What [`subscriber`] writes for `setting` while `emit` runs.
+    fn logs(setting: &str, json: bool, emit: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let filter = filter(Some(setting)).expect("understood");
+        tracing::subscriber::with_default(subscriber(filter, json, captured.clone()), emit);
+        let bytes = captured.0.lock().map(|out| out.clone()).unwrap_or_default();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    #[test]
+    fn every_level_the_setting_asks_for_is_written() {
+        let emit = || {
+            tracing::trace!("t-line");
+            tracing::debug!("d-line");
+            tracing::info!("i-line");
+        };
+        let trace = logs("TRACE", false, emit);
+        assert!(trace.contains("TRACE t-line"), "{trace}");
+        assert!(trace.contains("DEBUG d-line"), "{trace}");
+        let debug = logs("debug", false, emit);
+        assert!(
+            !debug.contains("t-line") && debug.contains("d-line"),
+            "{debug}"
+        );
+        let directives = logs("warn,cognito_post_confirmation=debug", false, emit);
+        assert!(directives.contains("d-line"), "{directives}");
+        let warn = logs("WARN", false, emit);
+        assert_eq!(warn, "");
+    }
+
+    #[test]
+    fn json_lines_when_asked() {
+        let out = logs("INFO", true, || tracing::info!(sub = "s-1", "recorded"));
+        let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["fields"]["message"], "recorded");
+        assert_eq!(line["fields"]["sub"], "s-1");
+    }
+
+    #[test]
+    fn the_runtimes_raw_events_are_never_written() {
+        let out = logs("TRACE", true, || {
+            tracing::trace!(
+                target: "lambda_runtime::layers::api_response",
+                body = r#"{"email":"ada@example.com"}"#,
+                "raw JSON event received from Lambda"
+            );
+            tracing::debug!(target: "lambda_runtime::runtime", "runtime debug line");
+            tracing::trace!("our own trace line");
+        });
+        assert!(!out.contains("ada@example.com"), "{out}");
+        assert!(out.contains("runtime debug line"), "{out}");
+        assert!(out.contains("our own trace line"), "{out}");
+    }
 
     fn enables(setting: Option<&str>, target: &str, level: Level) -> bool {
         filter(setting)

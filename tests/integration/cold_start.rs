@@ -87,8 +87,8 @@ async fn the_templates_empty_variables_count_as_unset_even_the_sdks_endpoint() {
 }
 
 /// The real binary's logs follow Lambda's logging controls (src/logging.rs): JSON lines under
-/// `AWS_LAMBDA_LOG_FORMAT=JSON`, text otherwise; `AWS_LAMBDA_LOG_LEVEL` (Lambda's `FATAL`
-/// included) over `RUST_LOG`; a level it does not understand is named, and INFO is used.
+/// `AWS_LAMBDA_LOG_FORMAT=JSON`, text otherwise; `AWS_LAMBDA_LOG_LEVEL` (Lambda's `FATAL` and
+/// `DEBUG` included) over `RUST_LOG`; a level it does not understand is named, and INFO is used.
 #[tokio::test]
 async fn the_binary_logs_as_lambdas_logging_controls_say() {
     let test = TestApp::new().await;
@@ -113,15 +113,24 @@ async fn the_binary_logs_as_lambdas_logging_controls_say() {
     let line = text.lines().find(|l| l.contains(DONE)).expect(DONE);
     assert!(line.trim_start().starts_with("INFO"), "{line}");
 
+    // After its cold start the process ends: there is no Lambda Runtime API here.
+    const AFTER: &str = "Missing AWS_LAMBDA_FUNCTION_NAME";
     for quiet in [
         vec![("AWS_LAMBDA_LOG_LEVEL", "ERROR")],
         vec![("AWS_LAMBDA_LOG_LEVEL", "FATAL")],
         vec![("RUST_LOG", "warn")],
         vec![("AWS_LAMBDA_LOG_LEVEL", "WARN"), ("RUST_LOG", "debug")],
     ] {
-        assert!(!run(&quiet).contains(DONE), "{quiet:?}");
+        let out = run(&quiet);
+        assert!(
+            out.contains(AFTER) && !out.contains(DONE),
+            "{quiet:?}: {out}"
+        );
     }
     assert!(run(&[("RUST_LOG", "aws_config=warn")]).contains(DONE));
+    let debug = run(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]);
+    assert!(debug.lines().any(|l| l.starts_with("DEBUG ")), "{debug}");
+    assert!(!debug.lines().any(|l| l.starts_with("TRACE ")), "{debug}");
 
     let odd = run(&[("AWS_LAMBDA_LOG_LEVEL", "db=loud")]);
     let named = r#"WARN log level "db=loud" not understood; logging at INFO"#;
