@@ -25,15 +25,15 @@ struct Up {
     env: HashMap<String, String>,
     env_file: PathBuf,
     sam_env_file: PathBuf,
-    dir: PathBuf,
+    /// Holds the env files; removed when dropped (or by the janitor).
+    _dir: tempfile::TempDir,
 }
 
 /// Starts `local-stack up` with a pipe as stdin and waits for `ready`.
 fn up(tag: &str, base: Option<&Path>) -> Up {
-    let dir = std::env::temp_dir().join(format!("local-stack-bin-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("test dir");
-    let env_file = dir.join("env");
-    let sam_env_file = dir.join("sam-env.json");
+    let dir = local_stack::scratch_dir(&format!("bin-{tag}"));
+    let env_file = dir.path().join("env");
+    let sam_env_file = dir.path().join("sam-env.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_local-stack"));
     if let Some(base) = base {
         cmd.env("LOCAL_STACK_DIR", base);
@@ -67,7 +67,7 @@ fn up(tag: &str, base: Option<&Path>) -> Up {
         env,
         env_file,
         sam_env_file,
-        dir,
+        _dir: dir,
     }
 }
 
@@ -261,7 +261,6 @@ fn up_serves_the_app_database_and_stops_when_stdin_closes() {
         !Path::new(&env["PG_ADMIN_SOCKET_DIR"]).exists(),
         "data dir removed"
     );
-    let _ = std::fs::remove_dir_all(&up.dir);
 }
 
 #[test]
@@ -278,14 +277,13 @@ fn sigterm_tears_everything_down() {
     assert!(status.success(), "{status}");
     assert_all_die(&children, Duration::from_secs(5));
     assert!(!Path::new(&up.env["PG_ADMIN_SOCKET_DIR"]).exists());
-    let _ = std::fs::remove_dir_all(&up.dir);
 }
 
 #[test]
 fn a_killed_parent_leaves_no_process_and_no_file() {
     // Its own base directory, so that what is left can be listed.
-    let base = std::env::temp_dir().join(format!("local-stack-bin-{}-base", std::process::id()));
-    let mut up = up("kill", Some(&base));
+    let base = local_stack::scratch_dir("bin-base");
+    let mut up = up("kill", Some(base.path()));
     let children = children_of(up.child.id());
     assert_eq!(children.len(), 4, "{children:?}");
     up.child.kill().expect("SIGKILL local-stack");
@@ -294,7 +292,7 @@ fn a_killed_parent_leaves_no_process_and_no_file() {
     assert_all_die(&children, Duration::from_secs(10));
     let start = Instant::now();
     let left = || -> Vec<PathBuf> {
-        std::fs::read_dir(&base)
+        std::fs::read_dir(base.path())
             .expect("base")
             .flatten()
             .map(|e| e.path())
@@ -304,8 +302,6 @@ fn a_killed_parent_leaves_no_process_and_no_file() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(left(), Vec::<PathBuf>::new());
-    let _ = std::fs::remove_dir_all(&up.dir);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]

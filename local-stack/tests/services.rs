@@ -17,12 +17,11 @@ use common::{SCHEMA, assert_err_contains};
 use local_stack::kit::psql;
 use local_stack::{Certs, Moto, Postgres, Stack};
 
-fn temp_certs(tag: &str) -> Certs {
-    let dir = std::env::temp_dir().join(format!(
-        "local-stack-test-certs-{}-{tag}",
-        std::process::id()
-    ));
-    Certs::generate(&dir, &["localhost", "127.0.0.1"]).expect("generate certificates")
+/// Certificates for `names` in a scratch directory (returned too: they go when it is dropped).
+fn temp_certs(names: &[&str]) -> (tempfile::TempDir, Certs) {
+    let dir = local_stack::scratch_dir("certs");
+    let certs = Certs::generate(dir.path(), names).expect("generate certificates");
+    (dir, certs)
 }
 
 fn direct(pg: &Postgres, host: &str, db: &str, user: &str, tls: &str) -> String {
@@ -81,7 +80,7 @@ fn tls_postgres_rejects_plaintext_tcp_and_accepts_verified_tls() {
     .expect("verify-full via host=127.0.0.1");
 
     // A CA that did not sign the server certificate is refused.
-    let other = temp_certs("untrusted");
+    let (_dir, other) = temp_certs(&["localhost", "127.0.0.1"]);
     assert_err_contains(
         psql(
             &direct(
@@ -96,14 +95,11 @@ fn tls_postgres_rejects_plaintext_tcp_and_accepts_verified_tls() {
         ),
         "certificate verify failed",
     );
-    let _ = std::fs::remove_dir_all(&other.dir);
 }
 
 #[test]
 fn certificate_for_other_names_fails_host_name_verification() {
-    let certs = temp_certs("wrong-name");
-    let wrong = Certs::generate(&certs.dir.join("wrong"), &["db.example.invalid"])
-        .expect("generate certificate for another name");
+    let (_dir, wrong) = temp_certs(&["db.example.invalid"]);
     let pg = Postgres::start(Some(&wrong)).expect("start postgres");
     pg.create_role("u", "pw").expect("create role");
     assert_err_contains(
@@ -120,7 +116,6 @@ fn certificate_for_other_names_fails_host_name_verification() {
         ),
         "does not match host name",
     );
-    let _ = std::fs::remove_dir_all(&certs.dir);
 }
 
 #[test]

@@ -38,9 +38,8 @@ async fn the_ca_given_as_pem_text_is_trusted() {
 #[tokio::test]
 async fn a_ca_file_for_another_ca_does_not_make_the_server_trusted() {
     let test = TestApp::new().await;
-    let dir = std::env::temp_dir().join(format!("other-ca-{}", unique()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let other = Certs::generate(&dir, &["localhost", "127.0.0.1"]).expect("another CA");
+    let dir = local_stack::scratch_dir("other-ca");
+    let other = Certs::generate(dir.path(), &["localhost", "127.0.0.1"]).expect("another CA");
     let mut env = test.env();
     env.insert("DB_CA_FILE", other.ca_pem.to_string_lossy().into_owned());
     let app = test.start_with(config_from(&env)).await;
@@ -51,7 +50,6 @@ async fn a_ca_file_for_another_ca_does_not_make_the_server_trusted() {
         "{error:?}"
     );
     assert_eq!(test.count_users(), 0);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test]
