@@ -25,10 +25,7 @@ pub fn init() {
     let level = var("AWS_LAMBDA_LOG_LEVEL").or_else(|| var("RUST_LOG"));
     let (filter, problem) = match filter(level.as_deref()) {
         Ok(filter) => (filter, None),
-        Err(problem) => (
-            Targets::new().with_default(LevelFilter::INFO),
-            Some(problem),
-        ),
+        Err(problem) => (info(), Some(problem)),
     };
     let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.trim().eq_ignore_ascii_case("json"));
     // Err only if a subscriber is already installed (a test's): keep that one.
@@ -70,9 +67,8 @@ pub fn is_raw_event(metadata: &Metadata<'_>) -> bool {
 /// with INFO for targets not named (a bare word is a target at TRACE, as in `RUST_LOG`). Unset
 /// means INFO; what does not parse is an error that names it.
 pub fn filter(setting: Option<&str>) -> Result<Targets, String> {
-    let info = Targets::new().with_default(LevelFilter::INFO);
     let Some(setting) = setting.map(str::trim) else {
-        return Ok(info);
+        return Ok(info());
     };
     let setting = if setting.eq_ignore_ascii_case("fatal") {
         "error"
@@ -85,6 +81,11 @@ pub fn filter(setting: Option<&str>) -> Result<Targets, String> {
         Some(_) => targets,
         None => targets.with_default(LevelFilter::INFO),
     })
+}
+
+/// INFO for every target: the level when none is set or the setting does not parse.
+fn info() -> Targets {
+    Targets::new().with_default(LevelFilter::INFO)
 }
 
 #[cfg(test)]

@@ -23,9 +23,11 @@ pub struct Certs {
 }
 
 impl Certs {
+    /// The names the stack's server certificate is for: what the function and psql connect to.
+    pub const LOCALHOST: &[&str] = &["localhost", "127.0.0.1"];
+
     /// A CA plus a server certificate for `names` (the subject alternative names; one that parses
-    /// as an IP address becomes an IP SAN), in `dir`. The stack's is for `localhost` and
-    /// `127.0.0.1`.
+    /// as an IP address becomes an IP SAN), in `dir`. The stack's is for [`Certs::LOCALHOST`].
     pub fn generate(dir: &Path, names: &[&str]) -> Result<Certs> {
         let build = || -> Result<[String; 3], rcgen::Error> {
             let ca_key = KeyPair::generate()?;

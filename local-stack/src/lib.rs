@@ -40,16 +40,16 @@ pub use moto::Moto;
 pub use pgbouncer::PgBouncer;
 pub use postgres::Postgres;
 pub use process::Server;
+pub use stack::{Stack, TestDb};
+
+/// The project's schema (sql/schema.sql), as the tests and `local-stack up` apply it.
+pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
 
 /// A directory for one test's files (certificates, say), `kind` in its name: removed when dropped,
 /// and by the janitor if the test process is killed first. Panics on failure.
 pub fn scratch_dir(kind: &str) -> tempfile::TempDir {
     or_panic(process::instance_dir(kind), "creating a scratch directory")
 }
-pub use stack::{Stack, TestDb};
-
-/// The project's schema (sql/schema.sql), as the tests and `local-stack up` apply it.
-pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
 
 /// Panics with the reason (a failing server's log included): a test that cannot set up has
 /// nothing to test.

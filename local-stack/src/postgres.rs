@@ -108,8 +108,9 @@ impl Postgres {
             socket = data.display()
         );
         let conf_path = data.join("postgresql.conf");
-        let append = OpenOptions::new().append(true).open(&conf_path);
-        append
+        OpenOptions::new()
+            .append(true)
+            .open(&conf_path)
             .and_then(|mut file| file.write_all(conf.as_bytes()))
             .with_context(|| format!("append to {}", conf_path.display()))?;
         let hba = format!("local all postgres trust\n{hba}");

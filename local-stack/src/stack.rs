@@ -41,7 +41,7 @@ impl Stack {
 
     pub fn try_start() -> Result<Stack> {
         let dir = instance_dir("stack")?;
-        let certs = Certs::generate(dir.path(), &["localhost", "127.0.0.1"])?;
+        let certs = Certs::generate(dir.path(), Certs::LOCALHOST)?;
         // PostgreSQL (initdb) and moto (Python start-up) are slow and independent: overlap them.
         let moto = std::thread::spawn(Moto::launch);
         let pg = Postgres::start(Some(&certs));

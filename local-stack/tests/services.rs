@@ -80,7 +80,7 @@ fn tls_postgres_rejects_plaintext_tcp_and_accepts_verified_tls() {
     .expect("verify-full via host=127.0.0.1");
 
     // A CA that did not sign the server certificate is refused.
-    let (_dir, other) = temp_certs(&["localhost", "127.0.0.1"]);
+    let (_dir, other) = temp_certs(Certs::LOCALHOST);
     assert_err_contains(
         psql(
             &direct(

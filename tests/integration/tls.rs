@@ -39,7 +39,7 @@ async fn the_ca_given_as_pem_text_is_trusted() {
 async fn a_ca_file_for_another_ca_does_not_make_the_server_trusted() {
     let test = TestApp::new().await;
     let dir = local_stack::scratch_dir("other-ca");
-    let other = Certs::generate(dir.path(), &["localhost", "127.0.0.1"]).expect("another CA");
+    let other = Certs::generate(dir.path(), Certs::LOCALHOST).expect("another CA");
     let mut env = test.env();
     env.insert("DB_CA_FILE", other.ca_pem.to_string_lossy().into_owned());
     let app = test.start_with(config_from(&env)).await;
