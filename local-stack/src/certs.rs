@@ -16,7 +16,6 @@ use crate::process::write_service_file;
 /// CN. Every call makes a new, unrelated CA: generate twice to get an "untrusted" pair.
 #[derive(Clone, Debug)]
 pub struct Certs {
-    pub dir: PathBuf,
     pub ca_pem: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -54,7 +53,6 @@ impl Certs {
         let pems = build().context("generate test certificates")?;
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let certs = Certs {
-            dir: dir.to_path_buf(),
             ca_pem: dir.join("ca.pem"),
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),

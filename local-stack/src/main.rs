@@ -1,11 +1,6 @@
-//! `local-stack up --env-file .stack/env [--sam-env-file .stack/sam-env.json]`
-//!
-//! Starts the stack, creates database `app` with sql/schema.sql and the login role `app` made by
-//! sql/app-role.sql (both as built into this binary), stores its secret `app`, writes the
-//! function's environment to the env file (and, if asked, the `sam local invoke --env-vars` file),
-//! prints `ready`, and runs until SIGINT, SIGTERM, or end of input on stdin (when stdin is a
-//! terminal or a pipe; `/dev/null` is ignored so that `local-stack up ... &` in a script keeps
-//! running). Then it tears everything down and removes the files it wrote.
+//! `local-stack up --env-file .stack/env [--sam-env-file .stack/sam-env.json]`: the stack with
+//! database `app` for local runs, until stopped; then it tears everything down and removes the
+//! files it wrote.
 
 use std::io::{self, IsTerminal};
 use std::os::unix::fs::FileTypeExt;
@@ -47,7 +42,8 @@ fn watch_for_stop() -> Result<mpsc::Receiver<String>> {
             let _ = on_signal.send(format!("got signal {signal}"));
         }
     });
-    // Only a stdin that can end (a terminal, a pipe, a socket; not /dev/null) is watched.
+    // Only a stdin that can end is watched (a terminal, a pipe, a socket), not the /dev/null that
+    // `local-stack up ... &` in a script gets: that one would stop it at once.
     let stdin = std::fs::metadata("/proc/self/fd/0").map(|meta| meta.file_type());
     if stdin.is_ok_and(|kind| kind.is_fifo() || kind.is_socket()) || io::stdin().is_terminal() {
         std::thread::spawn(move || {

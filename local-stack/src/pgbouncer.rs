@@ -89,9 +89,6 @@ impl PgBouncer {
                  client_tls_key_file = {key}\n\
                  server_tls_sslmode = verify-full\n\
                  server_tls_ca_file = {ca}\n\
-                 log_connections = 1\n\
-                 log_disconnections = 1\n\
-                 log_pooler_errors = 1\n\
                  stats_period = 3600\n",
                 pg_port = pg.port(),
                 dir = dir.display(),

@@ -97,7 +97,6 @@ impl Postgres {
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{socket}'\n\
              max_connections = 300\n\
-             password_encryption = 'scram-sha-256'\n\
              fsync = off\n\
              synchronous_commit = off\n\
              full_page_writes = off\n\
