@@ -30,5 +30,12 @@ $$;
 
 -- `handle` is deliberately NOT unique: Cognito does not guarantee unique preferred_username
 -- values unless the pool makes it an alias, and refusing a confirmed user because someone else
--- chose the same handle would lose that user. Look-ups by handle still want an index.
-CREATE INDEX IF NOT EXISTS users_handle_idx ON public.users (handle);
+-- chose the same handle would lose that user. Look-ups by handle still want an index, and it is
+-- a hash index: a btree entry may not exceed 2704 bytes, while a preferred_username of 2048
+-- characters takes up to 8 KiB, and a btree would refuse that user's row (SQLSTATE 54000).
+-- A hash index stores a 4-byte hash whatever the length and serves `WHERE handle = ...`.
+CREATE INDEX IF NOT EXISTS users_handle_hash_idx ON public.users USING hash (handle);
+-- The btree that earlier versions of this file made. On a large table, build the hash index with
+-- CREATE INDEX CONCURRENTLY before running this file (README, "The database"): built here, it
+-- holds sign-ups back while it builds.
+DROP INDEX IF EXISTS public.users_handle_idx;

@@ -50,6 +50,11 @@ fn cases() -> Vec<Case> {
         )
     };
     let longest = "ü".repeat(2048);
+    // 2048 distinct four-byte characters (8 KiB) that do not compress: more than a btree index
+    // entry may hold, as a long handle in a non-Latin script can be.
+    let widest: String = (0..2048)
+        .filter_map(|i| char::from_u32(0x20000 + i * 7919 % 0xA6D0))
+        .collect();
     let too_long = "a".repeat(2049);
     vec![
         Case {
@@ -79,6 +84,14 @@ fn cases() -> Vec<Case> {
                 a.insert("preferred_username".into(), json!(longest));
             }),
             expect: lands(&longest, &longest),
+        },
+        Case {
+            name: "a handle and name of 2048 incompressible four-byte characters",
+            event: with_attributes(base(), |a| {
+                a.insert("name".into(), json!(widest));
+                a.insert("preferred_username".into(), json!(widest));
+            }),
+            expect: lands(&widest, &widest),
         },
         Case {
             name: "a value over the maximum",

@@ -22,4 +22,5 @@ mod iam;
 mod least_privilege;
 mod logs;
 mod parking;
+mod schema;
 mod tls;
