@@ -1,8 +1,9 @@
--- The database role the function logs in as (through RDS Proxy): it may INSERT into and SELECT
--- from public.users, and nothing else (no UPDATE, DELETE or TRUNCATE, no other table, no CREATE).
--- The trigger's statement needs both: INSERT, and SELECT because `ON CONFLICT (cognito_user_id)`
--- reads the arbiter column (tests/integration/least_privilege.rs shows INSERT alone is refused).
--- SELECT also serves the backfill's dry run and operators' checks.
+-- The database role the function logs in as (through RDS Proxy): it may INSERT into public.users
+-- and read its cognito_user_id column, and nothing else (no other column, no UPDATE, DELETE or
+-- TRUNCATE, no other table, no CREATE). The trigger's statement needs both: INSERT, and SELECT on
+-- cognito_user_id because `ON CONFLICT (cognito_user_id)` reads the arbiter column
+-- (tests/integration/least_privilege.rs shows INSERT alone is refused); the backfill's dry run
+-- reads only that column too. Nobody's email or name can be read with the function's secret.
 --
 -- Run after sql/schema.sql, in the application database, as the table's owner (on RDS: the master
 -- user); re-runnable:
@@ -16,6 +17,22 @@
 \else
   \set app_role cognito_post_confirmation
 \endif
+
+-- Before PostgreSQL 15 every role (PUBLIC) may create objects in schema public, and nothing done
+-- to one role takes that away. Taking it from PUBLIC is the database owner's call (15 made it the
+-- default), so this file stops, having changed nothing, until it is done.
+DO $$
+BEGIN
+  IF EXISTS (
+    SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+    WHERE n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'CREATE'
+  ) THEN
+    RAISE EXCEPTION 'every role (PUBLIC) may create objects in schema public, the function''s too'
+      USING HINT = 'Run REVOKE CREATE ON SCHEMA public FROM PUBLIC (the default since PostgreSQL '
+        '15), then this file again. Nothing was changed.';
+  END IF;
+END
+$$;
 
 SELECT format('CREATE ROLE %I LOGIN', :'app_role')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'app_role') \gexec
@@ -41,4 +58,4 @@ SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'app_role') 
 SELECT format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', :'app_role') \gexec
 SELECT format('REVOKE ALL ON SCHEMA public FROM %I', :'app_role') \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'app_role') \gexec
-SELECT format('GRANT SELECT, INSERT ON public.users TO %I', :'app_role') \gexec
+SELECT format('GRANT INSERT, SELECT (cognito_user_id) ON public.users TO %I', :'app_role') \gexec

@@ -81,9 +81,9 @@ impl Stack {
     }
 
     /// Creates database `name` with `schema_sql` (applied as the superuser; it must create
-    /// `public.users`) and login role `role` with a random password and exactly the rights
-    /// sql/app-role.sql gives the function's role; makes PgBouncer accept the role and stores an
-    /// RDS-style secret named `name` in moto.
+    /// `public.users` with `cognito_user_id`) and login role `role` with a random password and
+    /// exactly the rights sql/app-role.sql gives the function's role; makes PgBouncer accept the
+    /// role and stores an RDS-style secret named `name` in moto.
     pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
         let password = format!("{:016x}{:016x}", getrandom::u64()?, getrandom::u64()?);
         self.pg.create_database(name)?;

@@ -196,7 +196,7 @@ fn up_serves_the_app_database_and_stops_when_stdin_closes() {
          VALUES ('X', 'x@example.com', 'x', 'sub-x')",
     )
     .expect("insert through PgBouncer");
-    // The role is the one sql/app-role.sql makes: INSERT and SELECT on public.users only.
+    // The role is the one sql/app-role.sql makes: it may INSERT into public.users, not DELETE.
     let refused = psql(&conninfo, password, "DELETE FROM public.users").expect_err("DELETE");
     assert!(refused.contains("permission denied"), "{refused}");
 

@@ -13,9 +13,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{SCHEMA, assert_err_contains};
+use common::assert_err_contains;
 use local_stack::kit::psql;
-use local_stack::{Certs, Moto, Postgres, Stack};
+use local_stack::{Certs, Moto, Postgres, SCHEMA, Stack};
 
 /// Certificates for `names` in a scratch directory (returned too: they go when it is dropped).
 fn temp_certs(names: &[&str]) -> (tempfile::TempDir, Certs) {
@@ -150,7 +150,8 @@ fn bouncer_requires_tls_and_scram_and_routes_to_the_test_database() {
     let out = psql(
         &db.bouncer_conninfo(),
         &pw,
-        "INSERT INTO users (sub, email) VALUES (gen_random_uuid(), 'a@example.com');
+        "INSERT INTO users (display_name, email, handle, cognito_user_id)
+           VALUES ('A', 'a@example.com', 'a', gen_random_uuid()::text);
          SELECT current_database(), current_user,
                 (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()),
                 (SELECT count(*) FROM users)",

@@ -15,10 +15,9 @@ use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::SCHEMA;
-use local_stack::Stack;
 use local_stack::iam::IamVerifier;
 use local_stack::kit::SECRET_KEY;
+use local_stack::{SCHEMA, Stack};
 
 /// Which test got the shared stack first, and where it was.
 static FIRST: OnceLock<(usize, u16)> = OnceLock::new();
@@ -133,15 +132,13 @@ async fn tokio_postgres_with_rustls_works_through_the_pool() {
     for (i, client) in clients.iter().enumerate() {
         let rows = client
             .query_typed(
-                "INSERT INTO users (sub, email) VALUES (gen_random_uuid(), $1) RETURNING email",
-                &[(
-                    &format!("u{i}@example.com"),
-                    tokio_postgres::types::Type::TEXT,
-                )],
+                "INSERT INTO users (display_name, email, handle, cognito_user_id) \
+                 VALUES ('U', 'u@example.com', 'u', $1) RETURNING cognito_user_id",
+                &[(&format!("sub-{i}"), tokio_postgres::types::Type::TEXT)],
             )
             .await
             .expect("insert through PgBouncer");
-        assert_eq!(rows[0].get::<_, String>(0), format!("u{i}@example.com"));
+        assert_eq!(rows[0].get::<_, String>(0), format!("sub-{i}"));
     }
     assert_eq!(db.admin_psql("SELECT count(*) FROM users"), "6");
 

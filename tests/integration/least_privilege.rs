@@ -1,10 +1,12 @@
 //! The function runs as the role `sql/app-role.sql` makes (every integration test does), and that
-//! role can insert into and read `public.users` but do nothing else.
+//! role can insert into `public.users` and read its `cognito_user_id`, but do nothing else.
 
 use crate::helpers::{TestApp, invoke, sign_up, unique};
 
+const APP_ROLE_SQL: &str = include_str!("../../sql/app-role.sql");
+
 #[tokio::test]
-async fn the_function_role_can_insert_and_read_users_and_nothing_else() {
+async fn the_function_role_can_insert_users_and_read_their_ids_and_nothing_else() {
     let test = TestApp::new().await;
     test.query("CREATE TABLE public.billing (id int); INSERT INTO public.billing VALUES (1)");
     let app = test.start().await;
@@ -18,8 +20,17 @@ async fn the_function_role_can_insert_and_read_users_and_nothing_else() {
             .as_deref(),
         Ok("1")
     );
+    assert_eq!(
+        test.db
+            .psql_as_app("SELECT cognito_user_id FROM public.users")
+            .as_deref(),
+        Ok(sub.as_str())
+    );
 
     for sql in [
+        "SELECT email FROM public.users",
+        "SELECT display_name, handle FROM public.users",
+        "SELECT * FROM public.users",
         "DELETE FROM public.users",
         "UPDATE public.users SET email = 'x@example.com'",
         "TRUNCATE public.users",
@@ -64,4 +75,71 @@ async fn insert_alone_is_not_enough_for_the_idempotent_insert() {
         error.cause()
     );
     assert_eq!(test.count_users(), 0);
+}
+
+/// sql/app-role.sql run again takes back what was granted since: the role ends with exactly its
+/// rights, not more.
+#[tokio::test]
+async fn rerunning_app_role_sql_takes_back_wider_grants() {
+    let test = TestApp::new().await;
+    let role = &test.db.role;
+    test.query(&format!(
+        "GRANT SELECT, UPDATE ON public.users TO \"{role}\"; \
+         GRANT SELECT (email) ON public.users TO \"{role}\""
+    ));
+    test.db
+        .psql_as_app("SELECT email FROM public.users")
+        .expect("granted for now");
+    test.stack
+        .pg
+        .admin_psql(&test.db.name, APP_ROLE_SQL, &[("app_role", role)])
+        .expect("sql/app-role.sql again");
+    for sql in [
+        "SELECT email FROM public.users",
+        "UPDATE public.users SET email = ''",
+    ] {
+        let error = test.db.psql_as_app(sql).expect_err(sql);
+        assert!(error.contains("permission denied"), "{sql}: {error}");
+    }
+    test.db
+        .psql_as_app("SELECT cognito_user_id FROM public.users")
+        .expect("still granted");
+}
+
+/// Before PostgreSQL 15 every role (PUBLIC) may create in schema public, which nothing done to
+/// one role can take away: sql/app-role.sql refuses such a database, says what to run, and
+/// changes nothing; once PUBLIC has lost it, it goes through and its role cannot create.
+#[tokio::test]
+async fn app_role_sql_refuses_a_database_where_everyone_may_create() {
+    let test = TestApp::new().await;
+    test.query("GRANT CREATE ON SCHEMA public TO PUBLIC");
+    let role = format!("{}_new", test.db.name);
+    let refused = test
+        .stack
+        .pg
+        .admin_psql(&test.db.name, APP_ROLE_SQL, &[("app_role", &role)])
+        .expect_err("PUBLIC may create");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("REVOKE CREATE ON SCHEMA public FROM PUBLIC"),
+        "{message}"
+    );
+    let exists = format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'");
+    assert_eq!(test.query(&exists), vec!["0"], "nothing was changed");
+
+    test.query("REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    test.stack
+        .pg
+        .admin_psql(&test.db.name, APP_ROLE_SQL, &[("app_role", &role)])
+        .expect("goes through now");
+    assert_eq!(test.query(&exists), vec!["1"]);
+    let rights = test.query(&format!(
+        "SET ROLE \"{role}\"; \
+         SELECT has_schema_privilege('public', 'CREATE'), has_table_privilege('public.users', 'SELECT')"
+    ));
+    assert_eq!(
+        rights,
+        vec!["f|f"],
+        "it may neither create nor read whole rows"
+    );
 }

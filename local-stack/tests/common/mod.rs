@@ -9,9 +9,3 @@ pub fn assert_err_contains(result: Result<String, String>, needle: &str) {
         Err(e) => assert!(e.contains(needle), "expected {needle:?} in error: {e}"),
     }
 }
-
-pub const SCHEMA: &str = "CREATE TABLE users (
-    sub uuid PRIMARY KEY,
-    email text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);";
