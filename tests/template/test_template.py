@@ -34,12 +34,21 @@ TEMPLATE = Path(os.environ.get("TEMPLATE_UNDER_TEST", REPO / "template.yaml"))
 # The crate's binary (no [[bin]] section: the binary is named after the package).
 BINARY = tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["name"]
 
-# Actions allowed on Resource "*". Empty: every statement in this template names its resource.
+# Actions allowed on Resource "*": only ec2:DescribeSubnets (Lambda needs it for VpcConfig, EC2
+# Describe actions take no resource). Every other statement in this template names its resource.
 # Add an action here only if IAM cannot scope it (e.g. xray:PutTraceSegments), never a data-plane one.
-WILDCARD_RESOURCE_ACTIONS: frozenset[str] = frozenset()
+WILDCARD_RESOURCE_ACTIONS: frozenset[str] = frozenset({"ec2:DescribeSubnets"})
+# What the role may be granted on EC2 in its own statements (the ENI actions come from the policy below).
+INLINE_EC2_ACTIONS = frozenset({"ec2:DescribeSubnets"})
 
-# AWS managed policies the function's role may carry (their ec2/logs actions cannot be scoped).
-ALLOWED_MANAGED_POLICIES = frozenset({"AWSLambdaVPCAccessExecutionRole", "AWSLambdaBasicExecutionRole"})
+# The one AWS managed policy the function's role carries: the ENI actions Lambda takes for VpcConfig,
+# on ENIs it creates at run time. Not AWSLambdaVPCAccessExecutionRole or AWSLambdaBasicExecutionRole:
+# they grant logs actions on every log group of the account.
+ENI_POLICY = "AWSLambdaENIManagementAccess"
+ALLOWED_MANAGED_POLICIES = frozenset({ENI_POLICY})
+# What the role may do in CloudWatch Logs, on the function's own log group only; no CreateLogGroup
+# (the template creates the group).
+LOG_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
 
 # The configuration contract (README "Configuration"); log level and format come from LoggingConfig.
 # Every one is declared, so that `sam local invoke --env-vars` can set it (SAM overrides declared
@@ -475,10 +484,31 @@ def statement_actions(statement: dict) -> list[str]:
     return [a for a, _ in items(statement.get("Action", []))]
 
 
+def function_log_group(template: dict) -> str | None:
+    """The log group of this template the function's LoggingConfig names."""
+    found = the_function(template)
+    if found is None:
+        return None
+    group = ref_name(found[1].get("Properties", {}).get("LoggingConfig", {}).get("LogGroup"))
+    return group if group in resources_of(template, "AWS::Logs::LogGroup") else None
+
+
+def is_log_group_arn(node: Any, group: str | None) -> bool:
+    """!GetAtt group.Arn or !Sub "${group.Arn}": the group's ARN, which ends in :* (all its streams)."""
+    if group is None:
+        return False
+    return getatt(node) == (group, "Arn") or (
+        isinstance(node, dict) and list(node) == ["Fn::Sub"] and literal(node) == "${" + group + ".Arn}"
+    )
+
+
 def check_policies(template: dict) -> list[str]:
     problems = []
     function = the_function(template)
     env = function[1].get("Properties", {}).get("Environment", {}).get("Variables", {}) if function else {}
+    log_group = function_log_group(template)
+    role = getatt(function[1].get("Properties", {}).get("Role")) if function else None
+    log_grants = 0
     secret_param = next((ref_name(v) for v, _ in alternatives(env.get("DB_SECRET_ID")) if ref_name(v)), None)
     if not pattern_rejects(
         param(template, secret_param),
@@ -541,6 +571,17 @@ def check_policies(template: dict) -> list[str]:
                 problems.append(f"{where}: the DSQL connect action must exist only when DbAuth=dsql-iam")
         if "kms" in services:
             problems += check_kms_statement(template, where, statement, actions, resources, conds)
+        if "ec2" in services and not set(actions) <= INLINE_EC2_ACTIONS:
+            problems.append(f"{where}: only {sorted(INLINE_EC2_ACTIONS)} may be granted on EC2 here (the ENI actions come from {ENI_POLICY}), got {actions}")
+        if "logs" in services:
+            if "logs:CreateLogGroup" in actions:
+                problems.append(f"{where}: logs:CreateLogGroup must not be granted (the template creates the log group)")
+            if not set(actions) <= LOG_ACTIONS:
+                problems.append(f"{where}: only {sorted(LOG_ACTIONS)} may be granted on CloudWatch Logs, got {actions}")
+            if not resources or not all(is_log_group_arn(r, log_group) for r, _ in resources):
+                problems.append(f"{where}: CloudWatch Logs access must be on the function's log group ({log_group}) only")
+            elif role is not None and name == role[0] and set(actions) == LOG_ACTIONS and not conds:
+                log_grants += 1
         if "sqs" in services:
             park = park_queue(template)
             if not set(actions) <= PARK_QUEUE_ACTIONS:
@@ -551,6 +592,8 @@ def check_policies(template: dict) -> list[str]:
                     problems.append(f"{where}: SQS access must be on the park queue only, not {resource}")
     if secret_grants != 1:
         problems.append(f"expected exactly one identity statement granting GetSecretValue, found {secret_grants}")
+    if function and log_grants != 1:
+        problems.append(f"{function[0]}: its role must allow {sorted(LOG_ACTIONS)} on its log group ({log_group}) in exactly one unconditional statement, found {log_grants}")
     problems += check_managed_policies(template)
     return problems
 
@@ -571,7 +614,7 @@ def check_kms_statement(template, where, statement, actions, resources, conds) -
 
 
 def check_managed_policies(template: dict) -> list[str]:
-    problems, roles_with_vpc_policy = [], set()
+    problems, roles_with_eni_policy = [], set()
     for name, resource in template.get("Resources", {}).items():
         for path, node, _ in walk(resource.get("Properties", {})):
             if path and path[-1] == "ManagedPolicyArns":
@@ -579,14 +622,14 @@ def check_managed_policies(template: dict) -> list[str]:
                     text = literal(arn) or ""
                     policy = text.rsplit("/", 1)[-1]
                     if ":iam::aws:policy/" not in text or policy not in ALLOWED_MANAGED_POLICIES:
-                        problems.append(f"{name}: managed policy {text or arn} is not allowed")
-                    if policy == "AWSLambdaVPCAccessExecutionRole":
-                        roles_with_vpc_policy.add(name)
+                        problems.append(f"{name}: managed policy {text or arn} is not allowed (only {ENI_POLICY})")
+                    if policy == ENI_POLICY:
+                        roles_with_eni_policy.add(name)
     found = the_function(template)
     if found:
         role = getatt(found[1].get("Properties", {}).get("Role"))
-        if role is None or role[0] not in roles_with_vpc_policy:
-            problems.append(f"{found[0]}: its role must carry AWSLambdaVPCAccessExecutionRole")
+        if role is None or role[0] not in roles_with_eni_policy:
+            problems.append(f"{found[0]}: its role must carry {ENI_POLICY}")
         elif not check_trust(template, role[0]):
             problems.append(f"{role[0]}: only lambda.amazonaws.com may assume the function's role")
     return problems
@@ -787,10 +830,11 @@ class TemplateIsSafe(unittest.TestCase):
         actions = {a for _, s, _, trust in policy_statements(deployed) if not trust for a in statement_actions(s)}
         self.assertLessEqual(
             {"secretsmanager:GetSecretValue", "kms:Decrypt", "rds-db:connect", "dsql:DbConnect", "dsql:DbConnectAdmin"}
-            | PARK_QUEUE_ACTIONS,
+            | PARK_QUEUE_ACTIONS | LOG_ACTIONS | INLINE_EC2_ACTIONS,
             actions,
         )
         self.assertTrue(park_queue(deployed))
+        self.assertTrue(function_log_group(deployed))
         self.assertTrue(list(egress_rules(deployed)))
         self.assertTrue(function_security_groups(deployed))
 
@@ -864,6 +908,50 @@ class RejectsCarelessEdits(unittest.TestCase):
         first(template, "AWS::IAM::Role")["Properties"]["ManagedPolicyArns"].append(
             {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/SecretsManagerReadWrite"})
         self.assertRejected(template, "managed policy arn:${AWS::Partition}:iam::aws:policy/SecretsManagerReadWrite is not allowed")
+
+    def test_vpc_access_execution_role_re_added(self):
+        template = self.mutated()
+        first(template, "AWS::IAM::Role")["Properties"]["ManagedPolicyArns"].append(
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"})
+        self.assertRejected(template, "service-role/AWSLambdaVPCAccessExecutionRole is not allowed")
+
+    def test_eni_policy_swapped_for_the_basic_execution_role(self):
+        template = self.mutated()
+        first(template, "AWS::IAM::Role")["Properties"]["ManagedPolicyArns"] = [
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}]
+        self.assertRejected(template, "service-role/AWSLambdaBasicExecutionRole is not allowed")
+        self.assertRejected(template, "its role must carry AWSLambdaENIManagementAccess")
+
+    def test_log_resource_replaced_by_star_in_the_yaml(self):
+        needle = "- logs:PutLogEvents\n                Resource: !GetAtt FunctionLogGroup.Arn"
+        self.assertTrue(needle in self.text, "the log statement is not written as this test expects; update it")
+        text = self.text.replace(needle, needle.replace("!GetAtt FunctionLogGroup.Arn", '"*"'))
+        self.assertRejected(load_text(text), "wildcard Resource '*' for logs:CreateLogStream, logs:PutLogEvents")
+        self.assertRejected(load_text(text), "CloudWatch Logs access must be on the function's log group (FunctionLogGroup) only")
+
+    def test_log_statement_on_another_log_group(self):
+        template = self.mutated()
+        statements_with(template, "logs:PutLogEvents")[0]["Resource"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/elsewhere"}
+        self.assertRejected(template, "CloudWatch Logs access must be on the function's log group (FunctionLogGroup) only")
+        self.assertRejected(template, "its role must allow ['logs:CreateLogStream', 'logs:PutLogEvents'] on its log group")
+
+    def test_log_group_creation_granted(self):
+        template = self.mutated()
+        statements_with(template, "logs:PutLogEvents")[0]["Action"].append("logs:CreateLogGroup")
+        self.assertRejected(template, "logs:CreateLogGroup must not be granted")
+
+    def test_log_statement_removed(self):
+        template = self.mutated()
+        policies = first(template, "AWS::IAM::Role")["Properties"]["Policies"]
+        policies[:] = [p for p in policies if not (isinstance(p, dict) and p.get("PolicyName") == "write-the-function-logs")]
+        self.assertRejected(template, "its role must allow ['logs:CreateLogStream', 'logs:PutLogEvents'] on its log group")
+
+    def test_eni_action_granted_inline_on_star(self):
+        template = self.mutated()
+        statements_with(template, "ec2:DescribeSubnets")[0]["Action"] = ["ec2:DescribeSubnets", "ec2:DeleteNetworkInterface"]
+        self.assertRejected(template, "wildcard Resource '*' for ec2:DeleteNetworkInterface")
+        self.assertRejected(template, "may be granted on EC2 here")
 
     def test_kms_decrypt_granted_unconditionally(self):
         template = self.mutated()
