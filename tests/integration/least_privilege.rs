@@ -114,10 +114,12 @@ async fn app_role_sql_refuses_a_database_where_everyone_may_create() {
     let test = TestApp::new().await;
     test.query("GRANT CREATE ON SCHEMA public TO PUBLIC");
     let role = format!("{}_new", test.db.name);
+    // As an operator may run it: without psql's ON_ERROR_STOP, which the file sets itself.
+    let without_stop = format!("\\set ON_ERROR_STOP off\n{APP_ROLE_SQL}");
     let refused = test
         .stack
         .pg
-        .admin_psql(&test.db.name, APP_ROLE_SQL, &[("app_role", &role)])
+        .admin_psql(&test.db.name, &without_stop, &[("app_role", &role)])
         .expect_err("PUBLIC may create");
     let message = format!("{refused:#}");
     assert!(
