@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, invoke, sign_up, unique};
+use crate::helpers::{TestApp, invoke, sign_up, unique, widest_value};
 
 enum Expect {
     /// One row with exactly these handle and display name (email and sub as sent).
@@ -50,11 +50,7 @@ fn cases() -> Vec<Case> {
         )
     };
     let longest = "ü".repeat(2048);
-    // 2048 distinct four-byte characters (8 KiB) that do not compress: more than a btree index
-    // entry may hold, as a long handle in a non-Latin script can be.
-    let widest: String = (0..2048)
-        .filter_map(|i| char::from_u32(0x20000 + i * 7919 % 0xA6D0))
-        .collect();
+    let widest = widest_value();
     let too_long = "a".repeat(2049);
     vec![
         Case {

@@ -138,6 +138,14 @@ pub fn new_user() -> Value {
     sign_up(&sub, &format!("{sub}@example.com"), None, None)
 }
 
+/// 2048 distinct four-byte characters (8 KiB) that do not compress: Cognito's longest value, in
+/// a script where it takes the most bytes (more than a btree index entry may hold).
+pub fn widest_value() -> String {
+    (0..2048)
+        .filter_map(|i| char::from_u32(0x20000 + i * 7919 % 0xA6D0))
+        .collect()
+}
+
 /// A process-unique suffix.
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 
 use local_stack::Stack;
 
-use crate::helpers::{SCHEMA, TestApp, invoke, new_user};
+use crate::helpers::{SCHEMA, TestApp, invoke, new_user, widest_value};
 
 /// Earlier versions indexed `handle` with a btree, which refuses a row whose handle takes more
 /// than 2704 bytes and so lost that user. Running the current file replaces it with the hash
@@ -24,9 +24,7 @@ async fn rerunning_the_schema_replaces_the_btree_on_handle_and_long_handles_land
     let app = test.start().await;
     invoke(&app, new_user()).await.expect("recorded");
     let mut long_handle = new_user();
-    let handle: String = (0..2048)
-        .filter_map(|i| char::from_u32(0x20000 + i * 7919 % 0xA6D0))
-        .collect();
+    let handle = widest_value();
     long_handle["request"]["userAttributes"]["preferred_username"] = handle.clone().into();
     let refused = invoke(&app, long_handle.clone())
         .await
