@@ -4,10 +4,10 @@
 //! verifier; and [`kit`], the helpers every test crate shares.
 //!
 //! ```no_run
-//! let stack = local_stack::Stack::shared();      // started once per test process
+//! let stack = local_stack::Stack::shared();         // started once per test process
 //! let db = stack.new_database(local_stack::SCHEMA); // own database, role and secret
 //! for (key, value) in db.env() {
-//!     println!("{key}={value}");                 // DB_SECRET_ID, DB_PORT, DB_CA_FILE, ...
+//!     println!("{key}={value}");                    // DB_SECRET_ID, DB_PORT, DB_CA_FILE, ...
 //! }
 //! ```
 //!

@@ -4,7 +4,7 @@
 use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
 use local_stack::Stack;
 
-use crate::helpers::{TestApp, invoke, new_user};
+use crate::helpers::{TestApp, invoke, new_user, widest_value};
 
 const DSQL_SCHEMA: &str = include_str!("../../sql/dsql-schema.sql");
 
@@ -67,7 +67,7 @@ async fn serialization_failures_are_retried_a_bounded_number_of_times() {
 /// sql/dsql-schema.sql uses nothing DSQL lacks, and gives PostgreSQL the same table as
 /// sql/schema.sql: the same columns, types, defaults and unique key. Only the index on `handle`
 /// differs: a hash index there, none here (DSQL's btree keys are limited to 1 KiB). The function
-/// records users in it, a handle of 2048 characters included.
+/// records users in it, Cognito's widest handle included.
 #[tokio::test]
 async fn the_dsql_schema_makes_the_same_table_and_uses_nothing_dsql_lacks() {
     let code: String = DSQL_SCHEMA
@@ -127,7 +127,7 @@ async fn the_dsql_schema_makes_the_same_table_and_uses_nothing_dsql_lacks() {
     invoke(&app, new_user()).await.expect("recorded");
     invoke(&app, new_user()).await.expect("recorded");
     let mut long_handle = new_user();
-    long_handle["request"]["userAttributes"]["preferred_username"] = "山".repeat(2048).into();
+    long_handle["request"]["userAttributes"]["preferred_username"] = widest_value().into();
     invoke(&app, long_handle).await.expect("recorded");
     assert_eq!(dsql.count_users(), 3);
 }
