@@ -36,7 +36,7 @@ pub fn init() {
 }
 
 /// The function's subscriber, writing to `writer`: no time stamps (CloudWatch adds them) or
-/// targets, as `lambda_runtime`'s own; what `filter` enables, except [`is_raw_event`].
+/// targets, as `lambda_runtime`'s own; what `filter` enables, except [`is_dependency_trace`].
 pub fn subscriber<W>(filter: Targets, json: bool, writer: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -47,19 +47,20 @@ where
         .with_target(false)
         .without_time()
         .with_writer(writer);
-    let no_raw_events = filter_fn(|metadata| !is_raw_event(metadata));
+    let no_dependency_trace = filter_fn(|metadata| !is_dependency_trace(metadata));
     if json {
-        Box::new(fmt.json().finish().with(filter).with(no_raw_events))
+        Box::new(fmt.json().finish().with(filter).with(no_dependency_trace))
     } else {
-        Box::new(fmt.finish().with(filter).with(no_raw_events))
+        Box::new(fmt.finish().with(filter).with(no_dependency_trace))
     }
 }
 
-/// `lambda_runtime` logs every event it receives, raw (personal data included), at TRACE. None
-/// of its TRACE lines are ever written, whatever the level: the README promises no personal data
-/// in the logs, and the template's levels stop at DEBUG, but Lambda's own settings do not.
-pub fn is_raw_event(metadata: &Metadata<'_>) -> bool {
-    *metadata.level() == Level::TRACE && metadata.target().starts_with("lambda_runtime")
+/// Whether a line is another crate's TRACE line, never written whatever the level: at TRACE
+/// `lambda_runtime` logs every event it receives, raw, and the AWS SDK every request it sends,
+/// body included (a parked user's email and name). The README promises no personal data in the
+/// logs; the template's levels stop at DEBUG, but Lambda's own settings do not.
+pub fn is_dependency_trace(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() == Level::TRACE && !metadata.target().starts_with(env!("CARGO_CRATE_NAME"))
 }
 
 /// The filter for a log level setting: a level (`TRACE` to `ERROR`, any case; Lambda's `FATAL`
@@ -155,17 +156,23 @@ mod tests {
     }
 
     #[test]
-    fn the_runtimes_raw_events_are_never_written() {
+    fn raw_events_and_request_bodies_are_never_written() {
         let out = logs("TRACE", true, || {
             tracing::trace!(
                 target: "lambda_runtime::layers::api_response",
                 body = r#"{"email":"ada@example.com"}"#,
                 "raw JSON event received from Lambda"
             );
+            tracing::trace!(
+                target: "aws_smithy_runtime::client::orchestrator",
+                request = r#"SdkBody { inner: Once { inner: Some(b"{..\"Grace Hopper\"..}") } }"#,
+                "transmitting request"
+            );
             tracing::debug!(target: "lambda_runtime::runtime", "runtime debug line");
             tracing::trace!("our own trace line");
         });
         assert!(!out.contains("ada@example.com"), "{out}");
+        assert!(!out.contains("Grace Hopper"), "{out}");
         assert!(out.contains("runtime debug line"), "{out}");
         assert!(out.contains("our own trace line"), "{out}");
     }
