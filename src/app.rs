@@ -43,6 +43,8 @@ pub struct App {
     parking: Option<Parking>,
     metrics: Sink,
     function_name: String,
+    /// The `level` of the metric lines ([`metrics::level_kept`]).
+    metrics_level: Option<&'static str>,
 }
 
 /// Where the credentials for a new connection come from (`DB_AUTH`).
@@ -165,6 +167,9 @@ impl App {
             parking,
             metrics: metrics::stdout(),
             function_name: metrics::function_name(),
+            metrics_level: metrics::level_kept(
+                std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(),
+            ),
         };
         match fetched {
             Ok(Ok(credentials)) => {
@@ -211,7 +216,8 @@ impl App {
 
     /// Sends the metric lines for one invocation to the sink (standard output in Lambda).
     pub fn emit(&self, tally: &Tally) {
-        for line in tally.lines(&self.function_name, std::time::SystemTime::now()) {
+        let now = std::time::SystemTime::now();
+        for line in tally.lines(&self.function_name, self.metrics_level, now) {
             (self.metrics)(&line);
         }
     }

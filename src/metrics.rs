@@ -5,6 +5,10 @@
 //! that failed (dimension `ErrorType`). Namespace [`NAMESPACE`], dimension `FunctionName` (Lambda's
 //! `AWS_LAMBDA_FUNCTION_NAME`, `local` outside Lambda). The lines hold no personal data: counts,
 //! milliseconds, the function name and error type names.
+//!
+//! Lambda's log-level filter reads a line without a `level` as INFO, and at `WARN` and above would
+//! drop the metrics (and with them the alarms on parked and failed users). So under a stricter
+//! `AWS_LAMBDA_LOG_LEVEL` the lines carry that level ([`level_kept`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -60,8 +64,8 @@ impl Tally {
         *self.failed.entry(error_type).or_default() += 1;
     }
 
-    /// The EMF documents for this tally, one JSON object per line.
-    pub fn lines(&self, function_name: &str, at: SystemTime) -> Vec<String> {
+    /// The EMF documents for this tally, one JSON object per line, each with `level` when given.
+    pub fn lines(&self, function_name: &str, level: Option<&str>, at: SystemTime) -> Vec<String> {
         let timestamp = crate::deadline::epoch_ms(at);
         let directive = |dimensions: &[&str], metrics: &[(&str, &str)]| {
             json!({
@@ -103,17 +107,32 @@ impl Tally {
                 .collect();
             document.insert("WriteLatency".to_owned(), Value::Array(values));
         }
-        let mut lines = vec![main.to_string()];
+        let mut documents = vec![main];
         for (error_type, count) in &self.failed {
-            let line = json!({
+            documents.push(json!({
                 "_aws": directive(&["FunctionName", "ErrorType"], &[("Failed", "Count")]),
                 "FunctionName": function_name,
                 "ErrorType": error_type,
                 "Failed": count,
-            });
-            lines.push(line.to_string());
+            }));
         }
-        lines
+        for document in &mut documents {
+            if let (Some(level), Some(document)) = (level, document.as_object_mut()) {
+                document.insert("level".to_owned(), json!(level));
+            }
+        }
+        documents.iter().map(Value::to_string).collect()
+    }
+}
+
+/// The `level` the metric lines need for Lambda to keep them under the log level `setting`
+/// (`AWS_LAMBDA_LOG_LEVEL`): the setting itself when it is stricter than INFO, else none.
+pub fn level_kept(setting: Option<&str>) -> Option<&'static str> {
+    match setting?.trim().to_ascii_uppercase().as_str() {
+        "WARN" => Some("WARN"),
+        "ERROR" => Some("ERROR"),
+        "FATAL" => Some("FATAL"),
+        _ => None,
     }
 }
 
@@ -140,7 +159,7 @@ mod tests {
         tally.failed("Timeout");
         tally.failed("UndecodableMessage");
         let at = UNIX_EPOCH + Duration::from_millis(1_764_000_000_000);
-        let lines = tally.lines("fn", at);
+        let lines = tally.lines("fn", None, at);
         assert_eq!(lines.len(), 3);
         let docs: Vec<Value> = lines
             .iter()
@@ -157,6 +176,7 @@ mod tests {
         assert_eq!(main["Parked"], 0);
         assert_eq!(main["Replayed"], 2);
         assert_eq!(main["WriteLatency"], json!([1.5, 2.0]));
+        assert!(main.get("level").is_none(), "{main}");
         // Every metric the directive names is a member of the document, and the reverse.
         for metric in directive["Metrics"].as_array().unwrap() {
             let name = metric["Name"].as_str().unwrap();
@@ -172,9 +192,38 @@ mod tests {
         assert_eq!(docs[2]["Failed"], 1);
     }
 
+    /// Lambda reads a line without `level` as INFO and drops it under WARN and stricter: there,
+    /// every line carries the level that keeps it.
+    #[test]
+    fn under_a_strict_log_level_every_line_carries_it() {
+        let cases = [
+            (None, None),
+            (Some("TRACE"), None),
+            (Some("DEBUG"), None),
+            (Some("INFO"), None),
+            (Some("WARN"), Some("WARN")),
+            (Some(" error "), Some("ERROR")),
+            (Some("FATAL"), Some("FATAL")),
+        ];
+        for (setting, kept) in cases {
+            assert_eq!(level_kept(setting), kept, "{setting:?}");
+        }
+        let mut tally = Tally {
+            parked: 1,
+            ..Tally::default()
+        };
+        tally.failed("Timeout");
+        let lines = tally.lines("fn", Some("FATAL"), UNIX_EPOCH);
+        assert_eq!(lines.len(), 2);
+        for line in lines {
+            let document: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(document["level"], "FATAL", "{document}");
+        }
+    }
+
     #[test]
     fn without_writes_there_is_no_latency_metric() {
-        let lines = Tally::default().lines("fn", UNIX_EPOCH);
+        let lines = Tally::default().lines("fn", None, UNIX_EPOCH);
         assert_eq!(lines.len(), 1);
         let main: Value = serde_json::from_str(&lines[0]).unwrap();
         assert!(main.get("WriteLatency").is_none());
