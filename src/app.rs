@@ -10,11 +10,11 @@ use tokio::time::timeout_at;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{info, warn};
 
-use crate::config::{Auth, Config};
-use crate::credentials::{self, Credentials, CredentialsError};
+use crate::config::Config;
+use crate::credentials::{Credentials, CredentialsError, Login};
 use crate::db::{self, Connection, Outcome};
 use crate::deadline::{self, ColdStart};
-use crate::iam::{IamLogin, IamSetupError};
+use crate::iam::IamSetupError;
 use crate::metrics::{self, Sink, Tally};
 use crate::park::{ParkError, Parking};
 use crate::tls::{self, TlsError};
@@ -45,21 +45,6 @@ pub struct App {
     function_name: String,
     /// The `level` of the metric lines ([`metrics::level_kept`]).
     metrics_level: Option<&'static str>,
-}
-
-/// Where the credentials for a new connection come from (`DB_AUTH`).
-enum Login {
-    Secret(aws_sdk_secretsmanager::Client),
-    Iam(IamLogin),
-}
-
-impl Login {
-    async fn credentials(&self, config: &Config) -> Result<Credentials, CredentialsError> {
-        match self {
-            Login::Secret(client) => credentials::fetch(client, config).await,
-            Login::Iam(iam) => iam.credentials(config).await,
-        }
-    }
 }
 
 #[derive(Default)]
@@ -139,11 +124,7 @@ impl App {
     pub async fn init(config: Config, sdk: &SdkConfig) -> Result<Self, InitError> {
         let began = Instant::now();
         let deadline = began + config.connect_timeout;
-        // With IAM authentication no Secrets Manager client exists, so it is never called.
-        let login = match &config.auth {
-            Auth::Secret { .. } => Login::Secret(aws_sdk_secretsmanager::Client::new(sdk)),
-            Auth::Iam { service, user } => Login::Iam(IamLogin::new(*service, user, sdk)?),
-        };
+        let login = Login::new(&config, sdk)?;
         let parking = config
             .park_queue_url
             .clone()

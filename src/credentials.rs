@@ -1,12 +1,14 @@
-//! Database credentials from Secrets Manager (the RDS secret JSON format).
+//! Database credentials: from Secrets Manager (the RDS secret JSON format), or an IAM token.
 
+use aws_config::SdkConfig;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Config, DEFAULT_DB_NAME, DEFAULT_DB_PORT};
+use crate::config::{Auth, Config, DEFAULT_DB_NAME, DEFAULT_DB_PORT};
+use crate::iam::{IamLogin, IamSetupError};
 
 /// Where and as whom to connect. `Debug` never shows the password.
 #[derive(Clone, Debug)]
@@ -58,6 +60,31 @@ struct RdsSecret {
 enum Port {
     Number(u16),
     Text(String),
+}
+
+/// Where the credentials for a new connection come from (`DB_AUTH`).
+pub enum Login {
+    Secret(Client),
+    Iam(IamLogin),
+}
+
+impl Login {
+    /// The login `config` asks for. With IAM authentication no Secrets Manager client exists, so
+    /// it is never called.
+    pub fn new(config: &Config, sdk: &SdkConfig) -> Result<Login, IamSetupError> {
+        Ok(match &config.auth {
+            Auth::Secret { .. } => Login::Secret(Client::new(sdk)),
+            Auth::Iam { service, user } => Login::Iam(IamLogin::new(*service, user, sdk)?),
+        })
+    }
+
+    /// Credentials for a new connection: the secret read now, or an IAM token made now.
+    pub async fn credentials(&self, config: &Config) -> Result<Credentials, CredentialsError> {
+        match self {
+            Login::Secret(client) => fetch(client, config).await,
+            Login::Iam(iam) => iam.credentials(config).await,
+        }
+    }
 }
 
 /// Reads the secret named by the configuration and applies the configuration's overrides.

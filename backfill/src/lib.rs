@@ -2,7 +2,7 @@
 //!
 //! It pages through the pool with `ListUsers`, maps each user with the trigger's own
 //! [`NewUser::from_attributes`], and writes with the trigger's own idempotent INSERT
-//! ([`db::insert_user`]), over the same verified TLS connection code and credentials. So it is
+//! ([`db::insert_user`]), over the same verified TLS connection code and login. So it is
 //! safe to run any number of times, and while the trigger is live: never a duplicate, never an
 //! overwrite.
 
@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use aws_sdk_cognitoidentityprovider::error::DisplayErrorContext;
 use aws_sdk_cognitoidentityprovider::types::{UserStatusType, UserType};
-use cognito_post_confirmation::credentials::Credentials;
+use cognito_post_confirmation::Config;
+use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
+use cognito_post_confirmation::credentials::Login;
 use cognito_post_confirmation::db::{self, Connection, Outcome};
 use cognito_post_confirmation::user::NewUser;
 use tokio_postgres::types::Type;
@@ -35,8 +37,9 @@ pub const CONFIRMED_STATUSES: &[&str] = &[
 ];
 
 /// Records every user of the pool who has confirmed the account and has no row in public.users,
-/// exactly as the PostConfirmation trigger would have. Database settings come from the same
-/// environment as the function (DB_SECRET_ID, DB_HOST, DB_PORT, DB_NAME, DB_CA_FILE, DB_CA_PEM).
+/// exactly as the PostConfirmation trigger would have. Database settings and login come from the
+/// same environment as the function (DB_SECRET_ID, or DB_AUTH and DB_USER; DB_HOST, DB_PORT,
+/// DB_NAME, DB_CA_FILE, DB_CA_PEM).
 /// Exits 1 if any user failed, 2 if the run could not start or the pool could not be listed.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
 #[command(name = "cognito-backfill")]
@@ -124,24 +127,26 @@ impl Report {
 #[derive(Debug)]
 pub struct Fatal(pub String);
 
-/// The database side: one connection, replaced once per user if it dies.
+/// The database side: one connection, replaced once per user if it dies. Every new connection
+/// gets fresh credentials (the secret read again, or a new IAM token), so a run outlasts a
+/// rotation and the 15 minutes of a token.
 pub struct Database {
-    credentials: Credentials,
+    login: Login,
+    config: Config,
     tls: MakeRustlsConnect,
-    timeout: Duration,
     connection: Option<Connection>,
 }
 
 impl Database {
     pub async fn open(
-        credentials: Credentials,
+        login: Login,
+        config: Config,
         tls: MakeRustlsConnect,
-        timeout: Duration,
     ) -> Result<Database, Fatal> {
         let mut database = Database {
-            credentials,
+            login,
+            config,
             tls,
-            timeout,
             connection: None,
         };
         database.connection = Some(database.connect().await?);
@@ -149,22 +154,29 @@ impl Database {
     }
 
     async fn connect(&self) -> Result<Connection, Fatal> {
-        db::connect(&self.credentials, &self.tls, self.timeout)
+        let credentials = self
+            .login
+            .credentials(&self.config)
+            .await
+            .map_err(|e| Fatal(e.to_string()))?;
+        db::connect(&credentials, &self.tls, self.config.connect_timeout)
             .await
             .map_err(|e| {
                 Fatal(format!(
                     "could not connect to the database at {}:{}: {}",
-                    self.credentials.host,
-                    self.credentials.port,
+                    credentials.host,
+                    credentials.port,
                     db::describe(&e)
                 ))
             })
     }
 
     /// Records `user` (or, for a dry run, checks whether it would be), reconnecting once if the
-    /// connection has died.
+    /// connection has died, and trying again up to [`SERIALIZATION_RETRIES`] times when Aurora
+    /// DSQL refuses the INSERT with SQLSTATE 40001 (the trigger wrote at the same moment).
     async fn record(&mut self, user: &NewUser, dry_run: bool) -> Result<Outcome, String> {
-        for attempt in 0..2 {
+        let (mut reconnected, mut serialization_retries) = (false, 0);
+        loop {
             let connection = match self.connection.take() {
                 Some(connection) if !connection.is_closed() => connection,
                 _ => self.connect().await.map_err(|Fatal(e)| e)?,
@@ -180,21 +192,28 @@ impl Database {
             } else {
                 db::insert_user(&connection, user).await
             };
-            match result {
+            let error = match result {
                 Ok(outcome) => {
                     self.connection = Some(connection);
                     return Ok(outcome);
                 }
-                Err(error) if attempt == 0 && db::is_connection_error(&error) => continue,
-                Err(error) => {
-                    if !db::is_connection_error(&error) {
-                        self.connection = Some(connection);
-                    }
+                Err(error) => error,
+            };
+            if db::is_connection_error(&error) {
+                if reconnected {
                     return Err(db::describe(&error).to_string());
                 }
+                reconnected = true;
+                continue;
             }
+            self.connection = Some(connection);
+            if db::is_serialization_failure(&error) && serialization_retries < SERIALIZATION_RETRIES
+            {
+                serialization_retries += 1;
+                continue;
+            }
+            return Err(db::describe(&error).to_string());
         }
-        Err("the connection failed twice".to_owned())
     }
 }
 

@@ -29,18 +29,11 @@ async fn backfill(options: &Options) -> Result<u64, Fatal> {
         .retry_config(RetryConfig::standard().with_max_attempts(10))
         .load()
         .await;
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
-    let credentials = credentials::fetch(&secrets, &config)
-        .await
-        .map_err(|e| Fatal(e.to_string()))?;
+    // The function's own login: the secret (DB_SECRET_ID), or an IAM token (DB_AUTH).
+    let login = credentials::Login::new(&config, &sdk).map_err(|e| Fatal(e.to_string()))?;
     let tls = tls::client_config(&config.extra_cas).map_err(|e| Fatal(e.to_string()))?;
-    let mut database = Database::open(
-        credentials,
-        MakeRustlsConnect::new(tls),
-        config.connect_timeout,
-    )
-    .await?;
+    let mut database = Database::open(login, config, MakeRustlsConnect::new(tls)).await?;
     let dry_run = options.dry_run;
     eprintln!(
         "cognito-backfill: pool {}, statuses {}{}",

@@ -11,13 +11,20 @@
 
 use std::collections::HashMap;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType};
+use cognito_backfill::{Database, parse_args};
+use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
+use cognito_post_confirmation::credentials::Login;
 use cognito_post_confirmation::user::NewUser;
-use cognito_post_confirmation::{App, Config, handler};
+use cognito_post_confirmation::{App, Config, handler, tls};
 use lambda_context::invoke;
+use local_stack::iam::IamVerifier;
+use local_stack::kit::{SECRET_KEY, conflict_first, insert_attempts};
 use local_stack::{Stack, TestDb};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// One test's world: a database and secret on the shared stack, and a user pool in moto.
 struct World {
@@ -162,10 +169,15 @@ impl World {
     /// The backfill binary, configured for this world (the function's environment plus moto's
     /// Cognito), for this pool.
     fn backfill_command(&self, extra: &[&str]) -> Command {
+        self.backfill_command_with(self.db.env(), extra)
+    }
+
+    /// The backfill binary with the function's environment `env` (moto's Cognito added).
+    fn backfill_command_with(&self, env: Vec<(&str, String)>, extra: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cognito-backfill"));
         command
             .env_clear()
-            .envs(self.db.env())
+            .envs(env)
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
                 "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER",
@@ -181,6 +193,16 @@ impl World {
         self.backfill_command(extra)
             .output()
             .expect("cognito-backfill runs")
+    }
+
+    /// The function's environment when it logs in through `verifier` with an IAM token: no
+    /// secret, the test credentials and region the verifier checks tokens against.
+    fn iam_env(&self, verifier: &IamVerifier) -> Vec<(&'static str, String)> {
+        let mut env = self.db.env();
+        env.retain(|(key, _)| *key != "DB_SECRET_ID");
+        env.retain(|(key, _)| !verifier.env.iter().any(|(set, _)| set == key));
+        env.extend(verifier.env.iter().cloned());
+        env
     }
 
     fn query(&self, sql: &str) -> Vec<String> {
@@ -231,6 +253,9 @@ mod lambda_context {
             .expect("the trigger records the user");
     }
 }
+
+/// How old a token the IAM verifier accepts, when age is not what a test is about.
+const MAX_AGE: Duration = Duration::from_secs(900);
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -424,6 +449,85 @@ async fn running_while_the_trigger_inserts_the_same_users_leaves_one_row_each() 
         world.query("SELECT count(DISTINCT cognito_user_id) FROM public.users"),
         vec!["150"]
     );
+}
+
+/// With `DB_AUTH=rds-iam` or `dsql-iam` the backfill logs in as the function does, with an IAM
+/// token (the stack's verifier checks it), and reads no secret.
+#[tokio::test]
+async fn logs_in_with_an_iam_token_in_both_iam_modes() {
+    let world = World::new().await;
+    world.populate(4, 0, 0).await;
+    for (mode, expected) in [("rds-iam", 4), ("dsql-iam", 0)] {
+        let verifier = IamVerifier::start(world.stack, &world.db, mode, SECRET_KEY, MAX_AGE, 0);
+        let output = world
+            .backfill_command_with(world.iam_env(&verifier), &[])
+            .output()
+            .expect("cognito-backfill runs");
+        assert!(output.status.success(), "{mode}: {output:?}");
+        assert_eq!(count(&output, "inserted:"), expected, "{mode}");
+        assert_eq!(count(&output, "already present:"), 4 - expected, "{mode}");
+        assert_eq!(
+            verifier.decisions(),
+            [format!("accepted {}", world.db.role)],
+            "{mode}"
+        );
+    }
+    assert_eq!(world.rows(), 4);
+}
+
+/// Tokens live 15 minutes, a backfill may run longer: a connection that drops is replaced with
+/// a new token, not the one made at the start (which this verifier refuses after 2 s).
+#[tokio::test]
+async fn a_dropped_connection_is_replaced_with_a_new_token() {
+    let world = World::new().await;
+    world.populate(3, 0, 0).await;
+    let verifier = IamVerifier::start(
+        world.stack,
+        &world.db,
+        "rds-iam",
+        SECRET_KEY,
+        Duration::from_secs(2),
+        0,
+    );
+    let env = world.iam_env(&verifier);
+    let config =
+        Config::from_lookup(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+            .expect("config");
+    let sdk = local_stack::kit::sdk_config("http://127.0.0.1:9").await;
+    let login = Login::new(&config, &sdk).expect("IAM login");
+    let tls = MakeRustlsConnect::new(tls::client_config(&config.extra_cas).expect("TLS"));
+    let mut database = Database::open(login, config, tls).await.expect("connected");
+
+    // The first token grows too old for the verifier, and the connection drops.
+    std::thread::sleep(Duration::from_secs(3));
+    verifier.stop();
+    verifier.start();
+
+    let options = parse_args(["cognito-backfill", "--user-pool-id", &world.pool]).expect("args");
+    let report = cognito_backfill::run(&options, &world.cognito, &mut database, |_| {})
+        .await
+        .expect("the run finishes");
+    assert_eq!((report.inserted, report.failed), (3, 0), "{report:?}");
+    let accepted = format!("accepted {}", world.db.role);
+    assert_eq!(verifier.decisions(), [accepted.clone(), accepted]);
+    assert_eq!(world.rows(), 3);
+}
+
+/// Aurora DSQL refuses an INSERT that conflicts with a concurrent commit (SQLSTATE 40001): the
+/// backfill tries it again, a bounded number of times, then counts the user as failed.
+#[tokio::test]
+async fn a_serialization_failure_is_retried_a_bounded_number_of_times() {
+    let world = World::new().await;
+    world.populate(2, 0, 0).await;
+    // The first user conflicts on every try; the second on its first two.
+    let conflicts = 1 + SERIALIZATION_RETRIES + 2;
+    conflict_first(&world.db, conflicts);
+    let output = world.backfill(&[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(count(&output, "inserted:"), 1);
+    assert_eq!(count(&output, "failed:"), 1);
+    assert_eq!(insert_attempts(&world.db), conflicts + 1);
+    assert_eq!(world.rows(), 1);
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@ use std::process::Command;
 use aws_credential_types::Credentials;
 use serde_json::Value;
 
+use crate::TestDb;
+
 /// A sign-up confirmation like events/sign-up.json, for `user_name` with exactly `attributes`
 /// (a JSON object of strings).
 pub fn sign_up_event(user_name: &str, attributes: Value) -> Value {
@@ -45,4 +47,30 @@ pub fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String>
         .envs([("PGPASSWORD", password), ("PGCONNECT_TIMEOUT", "5")]);
     let out = crate::process::run(cmd, "").map_err(|e| format!("{e:#}"))?;
     Ok(out.trim().to_owned())
+}
+
+/// Makes the next `n` INSERTs into `db`'s public.users fail with SQLSTATE 40001, as Aurora DSQL
+/// does when a concurrent transaction committed first. [`insert_attempts`] counts every attempt
+/// (a sequence: unlike a table, it is not rolled back with the failed INSERT).
+pub fn conflict_first(db: &TestDb, n: u32) {
+    db.admin_psql(&format!(
+        "CREATE SEQUENCE public.insert_attempts;
+         CREATE FUNCTION public.conflict_first() RETURNS trigger LANGUAGE plpgsql
+           SECURITY DEFINER SET search_path = public AS $$
+         BEGIN
+           IF nextval('public.insert_attempts') <= {n} THEN
+             RAISE EXCEPTION 'change conflicts with another transaction, please retry: (OC000)'
+               USING ERRCODE = '40001';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER conflict_first BEFORE INSERT ON public.users
+           FOR EACH ROW EXECUTE FUNCTION public.conflict_first();"
+    ));
+}
+
+/// The INSERTs tried since [`conflict_first`].
+pub fn insert_attempts(db: &TestDb) -> u32 {
+    let last = db.admin_psql("SELECT last_value FROM public.insert_attempts");
+    last.trim().parse().expect("a number")
 }

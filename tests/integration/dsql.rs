@@ -1,55 +1,31 @@
 //! Aurora DSQL's differences, on the local PostgreSQL: its schema file, and its optimistic
-//! concurrency (a conflicting commit fails with SQLSTATE 40001; the INSERT is tried again).
+//! concurrency (a conflicting commit fails with SQLSTATE 40001; the INSERT is tried again;
+//! `local_stack::kit::conflict_first` plays the conflicts).
 
 use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
 use local_stack::Stack;
+use local_stack::kit::{conflict_first, insert_attempts};
 
 use crate::helpers::{TestApp, invoke, new_user, widest_value};
 
 const DSQL_SCHEMA: &str = include_str!("../../sql/dsql-schema.sql");
 
-/// Makes the next `n` INSERTs into public.users fail with 40001, as DSQL does when a concurrent
-/// transaction committed first. A sequence counts the attempts: unlike a table, it is not rolled
-/// back with the failed INSERT.
-fn conflict_first(test: &TestApp<'_>, n: u32) {
-    test.db.admin_psql(&format!(
-        "CREATE SEQUENCE public.insert_attempts;
-         CREATE FUNCTION public.conflict_first() RETURNS trigger LANGUAGE plpgsql
-           SECURITY DEFINER SET search_path = public AS $$
-         BEGIN
-           IF nextval('public.insert_attempts') <= {n} THEN
-             RAISE EXCEPTION 'change conflicts with another transaction, please retry: (OC000)'
-               USING ERRCODE = '40001';
-           END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER conflict_first BEFORE INSERT ON public.users
-           FOR EACH ROW EXECUTE FUNCTION public.conflict_first();"
-    ));
-}
-
-fn attempts(test: &TestApp<'_>) -> u32 {
-    test.query("SELECT last_value FROM public.insert_attempts")[0]
-        .parse()
-        .expect("a number")
-}
-
 #[tokio::test]
 async fn a_serialization_failure_is_retried_and_the_user_recorded_once() {
     let test = TestApp::new().await;
-    conflict_first(&test, 2);
+    conflict_first(&test.db, 2);
     let app = test.start().await;
     invoke(&app, new_user())
         .await
         .expect("recorded on the third try");
-    assert_eq!(attempts(&test), 3);
+    assert_eq!(insert_attempts(&test.db), 3);
     assert_eq!(test.count_users(), 1);
 }
 
 #[tokio::test]
 async fn serialization_failures_are_retried_a_bounded_number_of_times() {
     let test = TestApp::new().await;
-    conflict_first(&test, 100);
+    conflict_first(&test.db, 100);
     let app = test.start().await;
     let error = invoke(&app, new_user())
         .await
@@ -60,7 +36,7 @@ async fn serialization_failures_are_retried_a_bounded_number_of_times() {
         "{}",
         error.cause()
     );
-    assert_eq!(attempts(&test), 1 + SERIALIZATION_RETRIES);
+    assert_eq!(insert_attempts(&test.db), 1 + SERIALIZATION_RETRIES);
     assert_eq!(test.count_users(), 0);
 }
 
