@@ -45,7 +45,7 @@ SELECT format('ALTER ROLE %I LOGIN NOCREATEDB NOCREATEROLE NOINHERIT', :'app_rol
 -- drops its connection, but a statement already running on the server (waiting on a lock, say)
 -- goes on until it ends; statement_timeout ends it within 3 s (under the function's 4 s Lambda
 -- timeout and Cognito's 5 s) and rolls it back. The function refuses a DB_STATEMENT_TIMEOUT_MS
--- above 3000 (src/config.rs, ROLE_STATEMENT_TIMEOUT_MS) and template.yaml allows at most 2000:
+-- above 3000 (src/config.rs, ROLE_STATEMENT_TIMEOUT_MS) and template.yaml allows at most 1800:
 -- change all three together (README, "Time budget").
 -- client_connection_check_interval ends a statement whose client is gone where the proxy closes
 -- the server connection; idle_in_transaction_session_timeout ends a transaction left open.
