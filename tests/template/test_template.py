@@ -5,7 +5,9 @@ decoder (so !Ref, !If, !Sub ... work), then run through the SAM translator offli
 and policies SAM generates (policy templates, managed policy names, event sources) are checked like
 the ones written by hand. `findings(template)` returns a list of problems; the real template must
 have none, and every mutated copy in `RejectsCarelessEdits` must have at least the expected one,
-which proves each check can fail.
+which proves each check can fail. `check_endpoints` also evaluates the Rules, the Conditions and the
+function's egress rules for every combination of the endpoint parameters (and each DbAuth mode),
+so that no parameter set the Rules accept leaves the function without a route to an endpoint.
 
 Run: scripts/lint-template.sh (or .venv/bin/python tests/template/test_template.py -v).
 TEMPLATE_UNDER_TEST=path checks another file, e.g. a mutated copy.
@@ -14,6 +16,7 @@ TEMPLATE_UNDER_TEST=path checks another file, e.g. a mutated copy.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import os
@@ -804,7 +807,216 @@ def check_alarms(template: dict) -> list[str]:
     return problems
 
 
-CHECKS = (check_function, check_vpc, check_network, check_policies, check_cognito, check_parking, check_alarms)
+# --- reaching the VPC endpoints, for every parameter set the Rules accept ---------------------------
+
+SG_A, SG_B = "sg-0aaaaaaaaaaaaaaaa", "sg-0bbbbbbbbbbbbbbbb"
+VPC_CIDR = "10.0.0.0/16"
+# Valid values for the parameters that have no default, and what each login mode's rules require.
+BASE_PARAMETERS: dict[str, Any] = {
+    "VpcId": "vpc-0123456789abcdef0",
+    "PrivateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
+    "ProxySecurityGroupId": "sg-0123456789abcdef0",
+    "DbHost": "myproxy.proxy-abc123.eu-west-1.rds.amazonaws.com",
+    "UserPoolArn": "arn:aws:cognito-idp:eu-west-1:111122223333:userpool/eu-west-1_AbC123",
+}
+MODE_PARAMETERS: dict[str, dict[str, str]] = {
+    "secret": {"DbSecretArn": "arn:aws:secretsmanager:eu-west-1:111122223333:secret:db-AbC123"},
+    "rds-iam": {"DbSecretArn": "", "DbUser": "cognito_post_confirmation", "DbResourceId": "prx-0123456789abcdef0"},
+    "dsql-iam": {"DbSecretArn": "", "DbUser": "cognito_post_confirmation", "DsqlClusterId": "abcdefghijklmnopqrstuvwxyz"},
+}
+# The parameters that decide how the function reaches Secrets Manager and SQS, and the values tried:
+# every combination with every mode (the same group twice is the "one group for both endpoints" case).
+ENDPOINT_CHOICES: dict[str, list[str]] = {
+    "CreateSecretsManagerEndpoint": ["true", "false"],
+    "SecretsManagerEndpointSecurityGroupId": ["", SG_A],
+    "VpcCidr": ["", VPC_CIDR],
+    "ParkOnOutage": ["true", "false"],
+    "CreateSqsEndpoint": ["true", "false"],
+    "SqsEndpointSecurityGroupId": ["", SG_A, SG_B],
+}
+ABSENT = object()  # what AWS::NoValue evaluates to: the list element or property is dropped
+
+
+class Stack:
+    """The template as CloudFormation would deploy it with one set of parameter values: Ref to a
+    parameter, Fn::Equals, Fn::And, Fn::Or, Fn::Not, Condition, Fn::If and AWS::NoValue are
+    resolved; Ref to a resource or pseudo parameter, Fn::GetAtt and the rest stay symbolic."""
+
+    def __init__(self, template: dict, parameters: dict[str, Any]):
+        self.template = template
+        self.parameters = parameters
+        self.conditions: dict[str, bool] = {}
+
+    def condition(self, name: str) -> bool:
+        if name not in self.conditions:
+            self.conditions[name] = self.truth(self.template["Conditions"][name])
+        return self.conditions[name]
+
+    def truth(self, node: Any) -> bool:
+        value = self.value(node)
+        if not isinstance(value, bool):
+            raise ValueError(f"not a condition: {json.dumps(node)}")
+        return value
+
+    def value(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [v for v in map(self.value, node) if v is not ABSENT]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (function, argument), = node.items()
+            if function == "Ref":
+                if argument == "AWS::NoValue":
+                    return ABSENT
+                return self.parameters[argument] if argument in self.template.get("Parameters", {}) else node
+            if function == "Fn::Equals":
+                left, right = map(self.value, argument)
+                if isinstance(left, (dict, list)) or isinstance(right, (dict, list)):
+                    raise ValueError(f"Fn::Equals on a value not known offline: {json.dumps(node)}")
+                return str(left) == str(right)
+            if function == "Fn::And":
+                return all(self.truth(part) for part in argument)
+            if function == "Fn::Or":
+                return any(self.truth(part) for part in argument)
+            if function == "Fn::Not":
+                return not self.truth(argument[0])
+            if function == "Condition":
+                return self.condition(argument)
+            if function == "Fn::If":
+                name, when_true, when_false = argument
+                return self.value(when_true if self.condition(name) else when_false)
+            if function == "Fn::EachMemberEquals":
+                return True  # AWS looks the subnets' VPC up; the enumeration's subnets are in its VPC
+            if function.startswith("Fn::"):
+                return node  # GetAtt, Sub, ...: known at deploy time only
+        values = {key: self.value(child) for key, child in node.items()}
+        return {key: v for key, v in values.items() if v is not ABSENT}
+
+    def rejections(self) -> list[str]:
+        """Why the Rules reject these values (each failing assertion's rule and AssertDescription)."""
+        failed = []
+        for name, rule in self.template.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self.truth(rule["RuleCondition"]):
+                continue
+            for assertion in rule.get("Assertions", []):
+                if not self.truth(assertion["Assert"]):
+                    failed.append(f"{name}: {assertion.get('AssertDescription', '')}")
+        return failed
+
+    def exists(self, resource: dict) -> bool:
+        return "Condition" not in resource or self.condition(resource["Condition"])
+
+    def function_egress(self) -> list[dict]:
+        """The egress rules of the function's security groups, inline and standalone."""
+        rules = []
+        for group in sorted(function_security_groups(self.template)):
+            egress = self.value(self.template["Resources"][group].get("Properties", {}).get("SecurityGroupEgress", []))
+            rules += [] if egress is ABSENT else as_list(egress)
+            for resource in resources_of(self.template, "AWS::EC2::SecurityGroupEgress").values():
+                props = resource.get("Properties", {})
+                if self.exists(resource) and refers_to(props.get("GroupId"), group):
+                    rules.append({k: v for k, v in self.value(props).items() if k != "GroupId"})
+        return rules
+
+    def created_endpoint_groups(self, service: str) -> list[Any]:
+        """The security groups of the interface endpoints for `service` that the stack creates."""
+        return [
+            group
+            for resource in resources_of(self.template, "AWS::EC2::VPCEndpoint").values()
+            if self.exists(resource) and (literal(resource.get("Properties", {}).get("ServiceName")) or "").endswith("." + service)
+            for group in as_list(self.value(resource["Properties"].get("SecurityGroupIds", [])))
+        ]
+
+
+def parameter_set(template: dict, chosen: dict[str, str]) -> dict[str, Any]:
+    """Every parameter's value: `chosen`, else what DbAuth's mode needs, else a valid dummy, else its default."""
+    values = {name: str(p["Default"]) for name, p in template.get("Parameters", {}).items() if "Default" in p}
+    values.update(BASE_PARAMETERS)
+    values.update(MODE_PARAMETERS[chosen.get("DbAuth", values.get("DbAuth", "secret"))])
+    values.update(chosen)
+    return values
+
+
+def parameter_sets(template: dict) -> Iterator[dict[str, Any]]:
+    """Every combination of DbAuth and ENDPOINT_CHOICES, as full parameter sets."""
+    for mode in MODE_PARAMETERS:
+        for combination in itertools.product(*ENDPOINT_CHOICES.values()):
+            yield parameter_set(template, {"DbAuth": mode, **dict(zip(ENDPOINT_CHOICES, combination))})
+
+
+def describe(parameters: dict[str, Any]) -> str:
+    return " ".join(f"{name}={parameters[name]!r}" for name in ("DbAuth", *ENDPOINT_CHOICES))
+
+
+def reaches(rule: dict, key: str, destination: Any) -> bool:
+    return (str(rule.get("IpProtocol")) in ("tcp", "6") and str(rule.get("FromPort")) == str(rule.get("ToPort")) == "443"
+            and rule.get(key) == destination)
+
+
+def endpoint_problems(stack: Stack) -> list[str]:
+    """For one parameter set: the function's group must have an HTTPS egress rule to every endpoint
+    it needs (Secrets Manager with DbAuth=secret, SQS with ParkOnOutage=true): to the endpoint the
+    stack creates, else to the existing endpoint's group given, else to VpcCidr; no HTTPS egress
+    nothing needs, no rule with an empty destination, no two identical rules (AWS rejects those)."""
+    p = stack.parameters
+    needed = []  # (service, what creates it, the existing endpoint's groups in order of precedence)
+    if p["DbAuth"] == "secret":
+        needed.append(("secretsmanager", "CreateSecretsManagerEndpoint", [p["SecretsManagerEndpointSecurityGroupId"]]))
+    if p["ParkOnOutage"] == "true":
+        # Without an SQS group, the group of an existing Secrets Manager endpoint the function uses
+        # is taken to be the group of both endpoints.
+        shared = p["DbAuth"] == "secret" and p["CreateSecretsManagerEndpoint"] == "false"
+        groups = [p["SqsEndpointSecurityGroupId"], p["SecretsManagerEndpointSecurityGroupId"] if shared else ""]
+        needed.append(("sqs", "CreateSqsEndpoint", groups))
+    where = describe(p)
+    egress = stack.function_egress()
+    problems, wanted = [], []
+    for service, create, groups in needed:
+        if p[create] == "true":
+            targets = [("DestinationSecurityGroupId", g) for g in stack.created_endpoint_groups(service)]
+            if not targets:
+                problems.append(f"{where}: {create}=true but the stack creates no {service} endpoint")
+        elif any(groups):
+            targets = [("DestinationSecurityGroupId", next(g for g in groups if g))]
+        elif p["VpcCidr"]:
+            targets = [("CidrIp", p["VpcCidr"])]
+        else:
+            problems.append(f"{where}: the Rules accept a set in which nothing says how to reach the {service} endpoint")
+            continue
+        wanted += targets
+        if not any(reaches(rule, key, target) for rule in egress for key, target in targets):
+            problems.append(f"{where}: no HTTPS egress to the {service} endpoint (want {' or '.join(f'{k} {json.dumps(t)}' for k, t in targets)})")
+    seen = set()
+    for rule in egress:
+        for key in ("CidrIp", "DestinationSecurityGroupId"):
+            if key in rule and rule[key] in ("", None):
+                problems.append(f"{where}: egress rule with an empty {key}: {json.dumps(rule)}")
+        identity = json.dumps({k: str(v) if isinstance(v, int) else v for k, v in rule.items() if k != "Description"}, sort_keys=True)
+        if identity in seen:
+            problems.append(f"{where}: duplicate egress rule (AWS rejects it): {identity}")
+        seen.add(identity)
+        if str(rule.get("FromPort")) == "443" and not any(reaches(rule, key, target) for key, target in wanted):
+            problems.append(f"{where}: HTTPS egress no endpoint needs: {json.dumps(rule)}")
+    return problems
+
+
+def check_endpoints(template: dict) -> list[str]:
+    """Every parameter set the Rules accept lets the function reach the endpoints it needs."""
+    if the_function(template) is None or "Conditions" not in template:
+        return []
+    problems, accepted = [], 0
+    for parameters in parameter_sets(template):
+        stack = Stack(template, parameters)
+        if stack.rejections():
+            continue
+        accepted += 1
+        problems += endpoint_problems(stack)
+    if not accepted:
+        problems.append("the Rules reject every parameter set tried (nothing to check the endpoints' reachability on)")
+    return problems
+
+
+CHECKS = (check_function, check_vpc, check_network, check_policies, check_cognito, check_parking, check_alarms, check_endpoints)
 
 
 def findings(template: dict) -> list[str]:
@@ -837,6 +1049,77 @@ class TemplateIsSafe(unittest.TestCase):
         self.assertTrue(function_log_group(deployed))
         self.assertTrue(list(egress_rules(deployed)))
         self.assertTrue(function_security_groups(deployed))
+
+
+# The defect this check was written for: a Secrets Manager endpoint group given although the stack
+# creates that endpoint was taken to serve SQS too, so parking through an existing SQS endpoint had
+# no egress rule at all (with or without VpcCidr).
+IGNORED_GROUP_TAKEN_FOR_SQS = {
+    "DbAuth": "secret", "CreateSecretsManagerEndpoint": "true", "SecretsManagerEndpointSecurityGroupId": SG_A,
+    "VpcCidr": "", "ParkOnOutage": "true", "CreateSqsEndpoint": "false", "SqsEndpointSecurityGroupId": "",
+}
+
+
+class EndpointsAreReachable(unittest.TestCase):
+    """Every parameter set the Rules accept gives the function a route to each endpoint it needs
+    (check_endpoints, part of `findings`); these tests show what it enumerates."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.template = load_file(TEMPLATE)
+        cls.deployed = translate(cls.template)
+
+    def test_the_enumerated_values_are_valid(self):
+        # A value the parameter itself refuses would test a stack nobody can deploy.
+        parameters = self.template["Parameters"]
+        for values in parameter_sets(self.template):
+            for name, value in values.items():
+                definition = parameters[name]
+                for one in as_list(value):
+                    self.assertIn(one, [str(v) for v in definition.get("AllowedValues", [one])], name)
+                    self.assertIsNotNone(re.fullmatch(definition.get("AllowedPattern", ".*"), one), f"{name}={one!r}")
+
+    def test_every_accepted_parameter_set_reaches_its_endpoints(self):
+        accepted = {mode: 0 for mode in MODE_PARAMETERS}
+        total = 0
+        for parameters in parameter_sets(self.template):
+            total += 1
+            stack = Stack(self.deployed, parameters)
+            if stack.rejections():
+                continue
+            accepted[parameters["DbAuth"]] += 1
+            with self.subTest(describe(parameters)):
+                problems = endpoint_problems(stack)
+                self.assertEqual(problems, [], "\n".join(problems))
+        self.assertEqual(total, len(MODE_PARAMETERS) * 96)
+        for mode, count in accepted.items():  # not vacuous: each mode deploys in some combination
+            self.assertGreater(count, 0, mode)
+
+    def test_the_defaults_are_accepted(self):
+        for mode in MODE_PARAMETERS:
+            stack = Stack(self.deployed, parameter_set(self.template, {"DbAuth": mode}))
+            self.assertEqual(stack.rejections(), [], mode)
+            self.assertEqual(endpoint_problems(stack), [], mode)
+
+    def test_an_ignored_secrets_manager_group_is_not_taken_for_sqs(self):
+        for cidr in ("", VPC_CIDR):
+            chosen = {**IGNORED_GROUP_TAKEN_FOR_SQS, "VpcCidr": cidr}
+            with self.subTest(VpcCidr=cidr):
+                stack = Stack(self.deployed, parameter_set(self.template, chosen))
+                sqs = [p for p in endpoint_problems(stack) if "sqs endpoint" in p]
+                self.assertTrue(stack.rejections() or not sqs, sqs)
+
+    def test_the_evaluator(self):
+        stack = Stack(self.deployed, parameter_set(self.template, {**IGNORED_GROUP_TAKEN_FOR_SQS, "CreateSecretsManagerEndpoint": "false"}))
+        self.assertTrue(stack.condition("UsesSecret"))
+        self.assertFalse(stack.condition("ShouldCreateSecretsManagerEndpoint"))
+        self.assertTrue(stack.condition("HasSecretsManagerEndpointSecurityGroup"))
+        egress = stack.function_egress()
+        self.assertEqual([r.get("DestinationSecurityGroupId") for r in egress], [BASE_PARAMETERS["ProxySecurityGroupId"], SG_A])
+        self.assertEqual(stack.created_endpoint_groups("secretsmanager"), [])
+        created = Stack(self.deployed, parameter_set(self.template, {"DbAuth": "secret"}))
+        self.assertEqual(created.created_endpoint_groups("secretsmanager"), [{"Fn::GetAtt": ["SecretsManagerEndpointSecurityGroup", "GroupId"]}])
+        self.assertEqual(created.created_endpoint_groups("sqs"), [{"Fn::GetAtt": ["SqsEndpointSecurityGroup", "GroupId"]}])
 
 
 def first(template: dict, resource_type: str) -> dict:
@@ -1182,6 +1465,49 @@ class RejectsCarelessEdits(unittest.TestCase):
         statements = template["Resources"]["ParkQueuesTlsOnly"]["Properties"]["PolicyDocument"]["Statement"]
         statements[:] = [s for s in statements if s.get("Sid") != "OnlyTheFunctionParks"]
         self.assertRejected(template, "no queue policy denying SendMessage to all but the function's role")
+
+    # -- reaching the endpoints (check_endpoints) --
+
+    def test_ignored_secrets_manager_group_taken_for_sqs(self):
+        # The fix reverted: a Secrets Manager endpoint group given with CreateSecretsManagerEndpoint=true
+        # passes the rules again, and the SQS egress then goes nowhere.
+        template = self.mutated()
+        rule = "SecretsManagerEndpointGroupOnlyForAnExistingEndpoint"
+        self.assertIn(rule, template["Rules"], "the rule is not named as this test expects; update it")
+        del template["Rules"][rule]
+        groups = f"CreateSecretsManagerEndpoint='true' SecretsManagerEndpointSecurityGroupId='{SG_A}'"
+        self.assertRejected(template, f"{groups} VpcCidr='' ParkOnOutage='true' CreateSqsEndpoint='false' "
+                            "SqsEndpointSecurityGroupId='': the Rules accept a set in which nothing says how to reach the sqs endpoint")
+        self.assertRejected(template, f"{groups} VpcCidr='{VPC_CIDR}' ParkOnOutage='true' CreateSqsEndpoint='false' "
+                            f"SqsEndpointSecurityGroupId='': no HTTPS egress to the sqs endpoint (want CidrIp \"{VPC_CIDR}\")")
+
+    def test_one_group_given_for_both_endpoints_twice(self):
+        template = self.mutated()
+        template["Rules"]["SqsReachable"]["Assertions"].pop(1)
+        self.assertRejected(template, "duplicate egress rule (AWS rejects it)")
+
+    def test_sqs_egress_to_the_vpc_cidr_twice(self):
+        template = self.mutated()
+        needs = template["Conditions"]["NeedsSqsEgressToVpcCidr"]["Fn::And"]
+        needs.remove({"Fn::Not": [{"Condition": "SecretsManagerEgressToVpcCidr"}]})
+        self.assertRejected(template, f'duplicate egress rule (AWS rejects it): {{"CidrIp": "{VPC_CIDR}"')
+
+    def test_existing_sqs_endpoint_with_no_way_to_it(self):
+        template = self.mutated()
+        template["Rules"]["SqsReachable"]["Assertions"].pop(0)
+        self.assertRejected(template, "egress rule with an empty CidrIp")
+        self.assertRejected(template, "the Rules accept a set in which nothing says how to reach the sqs endpoint")
+
+    def test_secrets_manager_egress_in_iam_modes(self):
+        template = self.mutated()
+        template["Conditions"]["SecretsManagerThroughVpcCidr"] = {"Fn::Not": [{"Fn::Equals": [{"Ref": "VpcCidr"}, ""]}]}
+        unused = parameter_set(template, {"DbAuth": "rds-iam", "VpcCidr": VPC_CIDR, "ParkOnOutage": "false"})
+        self.assertRejected(template, f"{describe(unused)}: HTTPS egress no endpoint needs")
+
+    def test_sqs_endpoint_not_created(self):
+        template = self.mutated()
+        template["Conditions"]["ShouldCreateSqsEndpoint"] = {"Fn::Equals": ["true", "false"]}
+        self.assertRejected(template, "CreateSqsEndpoint=true but the stack creates no sqs endpoint")
 
     def test_trace_logging_allowed(self):
         template = self.mutated()
