@@ -349,6 +349,8 @@ def check_function(template: dict) -> list[str]:
     level = param(template, ref_name(logging_config.get("ApplicationLogLevel")))
     if level is None or "TRACE" in level.get("AllowedValues", ["TRACE"]):
         problems.append(f"{name}: the log level must come from a parameter that does not allow TRACE (the runtime logs raw events)")
+    elif "FATAL" in level.get("AllowedValues", []):
+        problems.append(f"{name}: the log level must not allow FATAL (Lambda would drop every error the function logs)")
     groups = resources_of(template, "AWS::Logs::LogGroup")
     group = ref_name(logging_config.get("LogGroup"))
     if group not in groups:
@@ -1508,6 +1510,11 @@ class RejectsCarelessEdits(unittest.TestCase):
         template = self.mutated()
         template["Conditions"]["ShouldCreateSqsEndpoint"] = {"Fn::Equals": ["true", "false"]}
         self.assertRejected(template, "CreateSqsEndpoint=true but the stack creates no sqs endpoint")
+
+    def test_fatal_logging_allowed(self):
+        template = self.mutated()
+        template["Parameters"]["LogLevel"]["AllowedValues"].append("FATAL")
+        self.assertRejected(template, "must not allow FATAL")
 
     def test_trace_logging_allowed(self):
         template = self.mutated()
