@@ -254,11 +254,8 @@ impl App {
                         attempt = conflicts,
                         "the INSERT met a concurrent commit (40001); trying again"
                     );
-                    // A short, jittered pause (DSQL's advice), never past the deadline.
-                    let jitter = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| u64::from(d.subsec_nanos() % 10));
-                    let pause = Duration::from_millis(10 * u64::from(conflicts) + jitter);
+                    // Never past the deadline.
+                    let pause = db::serialization_retry_pause(conflicts);
                     tokio::time::sleep(
                         pause.min(deadline.saturating_duration_since(Instant::now())),
                     )

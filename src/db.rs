@@ -136,6 +136,15 @@ pub fn is_serialization_failure(error: &Error) -> bool {
     error.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
+/// How long to wait before the `attempt`-th retry of a statement refused with SQLSTATE 40001: a
+/// short, jittered pause (Aurora DSQL's advice), 10 ms per attempt plus up to 9 ms.
+pub fn serialization_retry_pause(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos() % 10));
+    Duration::from_millis(10 * u64::from(attempt) + jitter)
+}
+
 /// Whether the server (or proxy) refused the login, which after a rotation means the credentials
 /// we hold are stale. PgBouncer reports a failed login as a protocol error (08P01).
 pub fn is_login_rejected(error: &Error) -> bool {

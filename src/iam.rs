@@ -36,7 +36,9 @@ pub struct IamLogin {
 pub enum IamSetupError {
     #[error("AWS_REGION must be set for DB_AUTH={0} (the token is signed for a region)")]
     NoRegion(&'static str),
-    #[error("DB_AUTH={0} needs AWS credentials (the execution role's), and none are configured")]
+    #[error(
+        "DB_AUTH={0} needs AWS credentials (in Lambda, the execution role's), and none are configured"
+    )]
     NoCredentials(&'static str),
 }
 

@@ -14,7 +14,7 @@ use aws_sdk_cognitoidentityprovider::error::DisplayErrorContext;
 use aws_sdk_cognitoidentityprovider::types::{UserStatusType, UserType};
 use cognito_post_confirmation::Config;
 use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
-use cognito_post_confirmation::credentials::Login;
+use cognito_post_confirmation::credentials::{Credentials, Login};
 use cognito_post_confirmation::db::{self, Connection, Outcome};
 use cognito_post_confirmation::user::NewUser;
 use tokio_postgres::types::Type;
@@ -127,13 +127,15 @@ impl Report {
 #[derive(Debug)]
 pub struct Fatal(pub String);
 
-/// The database side: one connection, replaced once per user if it dies. Every new connection
-/// gets fresh credentials (the secret read again, or a new IAM token), so a run outlasts a
-/// rotation and the 15 minutes of a token.
+/// The database side: one connection, replaced once per user if it dies. The credentials are
+/// kept for new connections as the function keeps them: an IAM token until shortly before it
+/// expires, a password until a login is refused, which gets fresh credentials once (a rotated
+/// secret, an expired token). So a run outlasts a rotation and a token's 15 minutes.
 pub struct Database {
     login: Login,
     config: Config,
     tls: MakeRustlsConnect,
+    credentials: Option<Credentials>,
     connection: Option<Connection>,
 }
 
@@ -147,28 +149,46 @@ impl Database {
             login,
             config,
             tls,
+            credentials: None,
             connection: None,
         };
         database.connection = Some(database.connect().await?);
         Ok(database)
     }
 
-    async fn connect(&self) -> Result<Connection, Fatal> {
-        let credentials = self
-            .login
-            .credentials(&self.config)
+    async fn connect(&mut self) -> Result<Connection, Fatal> {
+        let held = self.credentials.take();
+        let credentials = match held {
+            Some(held) if held.renew_after.is_none_or(|renew| Instant::now() < renew) => held,
+            _ => self.fetch_credentials().await?,
+        };
+        let mut result = db::connect(&credentials, &self.tls, self.config.connect_timeout).await;
+        let mut credentials = credentials;
+        if matches!(&result, Err(error) if db::is_login_rejected(error)) {
+            credentials = self.fetch_credentials().await?;
+            result = db::connect(&credentials, &self.tls, self.config.connect_timeout).await;
+        }
+        let endpoint = format!("{}:{}", credentials.host, credentials.port);
+        self.credentials = Some(credentials);
+        result.map_err(|e| {
+            Fatal(format!(
+                "could not connect to the database at {endpoint}: {}",
+                db::describe(&e)
+            ))
+        })
+    }
+
+    /// The secret read now, or a token made now; bounded by `DB_CONNECT_TIMEOUT_MS`.
+    async fn fetch_credentials(&self) -> Result<Credentials, Fatal> {
+        let limit = self.config.connect_timeout;
+        tokio::time::timeout(limit, self.login.credentials(&self.config))
             .await
-            .map_err(|e| Fatal(e.to_string()))?;
-        db::connect(&credentials, &self.tls, self.config.connect_timeout)
-            .await
-            .map_err(|e| {
+            .map_err(|_| {
                 Fatal(format!(
-                    "could not connect to the database at {}:{}: {}",
-                    credentials.host,
-                    credentials.port,
-                    db::describe(&e)
+                    "getting the database credentials timed out after {limit:?}"
                 ))
-            })
+            })?
+            .map_err(|e| Fatal(e.to_string()))
     }
 
     /// Records `user` (or, for a dry run, checks whether it would be), reconnecting once if the
@@ -210,6 +230,7 @@ impl Database {
             if db::is_serialization_failure(&error) && serialization_retries < SERIALIZATION_RETRIES
             {
                 serialization_retries += 1;
+                tokio::time::sleep(db::serialization_retry_pause(serialization_retries)).await;
                 continue;
             }
             return Err(db::describe(&error).to_string());

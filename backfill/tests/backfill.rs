@@ -26,9 +26,10 @@ use local_stack::kit::{SECRET_KEY, conflict_first, insert_attempts};
 use local_stack::{Stack, TestDb};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// One test's world: a database and secret on the shared stack, and a user pool in moto.
-struct World {
-    stack: &'static Stack,
+/// One test's world: a database and secret on a stack (the shared one unless a test stops a
+/// server), and a user pool in moto.
+struct World<'s> {
+    stack: &'s Stack,
     db: TestDb,
     cognito: Cognito,
     pool: String,
@@ -45,9 +46,12 @@ struct Population {
     no_email: Vec<String>,
 }
 
-impl World {
-    async fn new() -> World {
-        let stack = Stack::shared();
+impl<'s> World<'s> {
+    async fn new() -> World<'static> {
+        World::on(Stack::shared()).await
+    }
+
+    async fn on(stack: &'s Stack) -> World<'s> {
         let db = stack.new_database(local_stack::SCHEMA);
         let cognito = Cognito::new(&local_stack::kit::sdk_config(&stack.moto.endpoint()).await);
         let pool = cognito
@@ -475,41 +479,69 @@ async fn logs_in_with_an_iam_token_in_both_iam_modes() {
     assert_eq!(world.rows(), 4);
 }
 
-/// Tokens live 15 minutes, a backfill may run longer: a connection that drops is replaced with
-/// a new token, not the one made at the start (which this verifier refuses after 2 s).
+impl World<'_> {
+    /// A backfill run's database side, opened with the function's environment `env`.
+    async fn open_database(&self, env: &[(&str, String)]) -> Database {
+        let config = Config::from_lookup(|name| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })
+        .expect("config");
+        let sdk = local_stack::kit::sdk_config(&self.stack.moto.endpoint()).await;
+        let login = Login::new(&config, &sdk).expect("login");
+        let tls = MakeRustlsConnect::new(tls::client_config(&config.extra_cas).expect("TLS"));
+        Database::open(login, config, tls).await.expect("connected")
+    }
+
+    /// Runs the backfill over this pool on `database`.
+    async fn run_on(&self, database: &mut Database) -> cognito_backfill::Report {
+        let options = parse_args(["cognito-backfill", "--user-pool-id", &self.pool]).expect("args");
+        cognito_backfill::run(&options, &self.cognito, database, |_| {})
+            .await
+            .expect("the run finishes")
+    }
+}
+
+/// Tokens live 15 minutes, a backfill may run longer: when the token it holds is refused on a
+/// new connection, it makes a new one (this verifier refuses tokens older than 3 s).
 #[tokio::test]
-async fn a_dropped_connection_is_replaced_with_a_new_token() {
+async fn an_expired_token_is_replaced_on_the_next_connection() {
     let world = World::new().await;
     world.populate(3, 0, 0).await;
-    let verifier = IamVerifier::start(
-        world.stack,
-        &world.db,
-        "rds-iam",
-        SECRET_KEY,
-        Duration::from_secs(2),
-        0,
-    );
-    let env = world.iam_env(&verifier);
-    let config =
-        Config::from_lookup(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
-            .expect("config");
-    let sdk = local_stack::kit::sdk_config("http://127.0.0.1:9").await;
-    let login = Login::new(&config, &sdk).expect("IAM login");
-    let tls = MakeRustlsConnect::new(tls::client_config(&config.extra_cas).expect("TLS"));
-    let mut database = Database::open(login, config, tls).await.expect("connected");
+    let max_age = Duration::from_secs(3);
+    let verifier = IamVerifier::start(world.stack, &world.db, "rds-iam", SECRET_KEY, max_age, 0);
+    let mut database = world.open_database(&world.iam_env(&verifier)).await;
 
-    // The first token grows too old for the verifier, and the connection drops.
-    std::thread::sleep(Duration::from_secs(3));
+    // The token grows too old for the verifier, and the connection drops.
+    std::thread::sleep(max_age + Duration::from_secs(1));
     verifier.stop();
     verifier.start();
 
-    let options = parse_args(["cognito-backfill", "--user-pool-id", &world.pool]).expect("args");
-    let report = cognito_backfill::run(&options, &world.cognito, &mut database, |_| {})
-        .await
-        .expect("the run finishes");
+    let report = world.run_on(&mut database).await;
     assert_eq!((report.inserted, report.failed), (3, 0), "{report:?}");
+    let decisions = verifier.decisions();
     let accepted = format!("accepted {}", world.db.role);
-    assert_eq!(verifier.decisions(), [accepted.clone(), accepted]);
+    assert_eq!(decisions.len(), 3, "{decisions:?}");
+    assert_eq!(decisions[0], accepted);
+    assert!(decisions[1].starts_with("rejected"), "{decisions:?}");
+    assert_eq!(decisions[2], accepted);
+    assert_eq!(world.rows(), 3);
+}
+
+/// A password rotated during a run: the next connection's login is refused, the backfill reads
+/// the secret again and goes on.
+#[tokio::test]
+async fn a_rotated_password_is_read_again_on_the_next_connection() {
+    let stack = Stack::start(); // its PgBouncer is restarted
+    let world = World::on(&stack).await;
+    world.populate(3, 0, 0).await;
+    let mut database = world.open_database(&world.db.env()).await;
+
+    world.db.rotate_password("rotated-during-the-backfill");
+    stack.bouncer.stop();
+    stack.bouncer.start();
+
+    let report = world.run_on(&mut database).await;
+    assert_eq!((report.inserted, report.failed), (3, 0), "{report:?}");
     assert_eq!(world.rows(), 3);
 }
 
