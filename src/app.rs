@@ -209,6 +209,13 @@ impl App {
         self
     }
 
+    /// Gives the metric lines `level` (and a timestamp) instead of what `AWS_LAMBDA_LOG_LEVEL`
+    /// asks for ([`metrics::level_kept`]; tests).
+    pub fn with_metrics_level(mut self, level: Option<&'static str>) -> Self {
+        self.metrics_level = level;
+        self
+    }
+
     /// Records `user` exactly once, finishing (successfully or not) before `deadline`.
     ///
     /// A connection found dead (the proxy closed it while the function was idle, or the database

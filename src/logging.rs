@@ -1,5 +1,5 @@
 //! The function's log set-up: what `lambda_runtime`'s default subscriber does (standard output,
-//! no time stamps or targets, JSON lines under Lambda's JSON log format), filtered by level and
+//! no targets, JSON lines under Lambda's JSON log format), filtered by level and
 //! target with `tracing-subscriber`'s `Targets` instead of its `EnvFilter`. `EnvFilter` brings a
 //! regex engine for field filters the function never needs, and that engine was the difference
 //! between the arm64 binary being over or under its 6 MB budget (README, "Performance").
@@ -35,8 +35,11 @@ pub fn init() {
     }
 }
 
-/// The function's subscriber, writing to `writer`: no time stamps (CloudWatch adds them) or
-/// targets, as `lambda_runtime`'s own; what `filter` enables, except [`is_dependency_trace`].
+/// The function's subscriber, writing to `writer`: no targets, as `lambda_runtime`'s own; what
+/// `filter` enables, except [`is_dependency_trace`]. JSON lines carry an RFC 3339 `timestamp`:
+/// Lambda's log-level filter counts a line without a valid one as INFO, and would drop the
+/// function's warnings and errors under `WARN` or `ERROR`. Text lines have none (CloudWatch adds
+/// its own).
 pub fn subscriber<W>(filter: Targets, json: bool, writer: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -45,12 +48,12 @@ where
         // The builder's own filter is INFO, applied besides ours: open it, `filter` decides.
         .with_max_level(LevelFilter::TRACE)
         .with_target(false)
-        .without_time()
         .with_writer(writer);
     let no_dependency_trace = filter_fn(|metadata| !is_dependency_trace(metadata));
     if json {
         Box::new(fmt.json().finish().with(filter).with(no_dependency_trace))
     } else {
+        let fmt = fmt.without_time();
         Box::new(fmt.finish().with(filter).with(no_dependency_trace))
     }
 }
@@ -92,6 +95,8 @@ fn info() -> Targets {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+
+    use aws_smithy_types::date_time::Format;
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -151,6 +156,9 @@ mod tests {
         let out = logs("INFO", true, || tracing::info!(sub = "s-1", "recorded"));
         let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
         assert_eq!(line["level"], "INFO");
+        let timestamp = line["timestamp"].as_str().expect("a timestamp");
+        let parsed = aws_smithy_types::DateTime::from_str(timestamp, Format::DateTime);
+        assert!(parsed.is_ok(), "not RFC 3339: {timestamp}");
         assert_eq!(line["fields"]["message"], "recorded");
         assert_eq!(line["fields"]["sub"], "s-1");
     }

@@ -6,15 +6,18 @@
 //! `AWS_LAMBDA_FUNCTION_NAME`, `local` outside Lambda). The lines hold no personal data: counts,
 //! milliseconds, the function name and error type names.
 //!
-//! Lambda's log-level filter reads a line without a `level` as INFO, and at `WARN` and above would
-//! drop the metrics (and with them the alarms on parked and failed users). So under a stricter
-//! `AWS_LAMBDA_LOG_LEVEL` the lines carry that level ([`level_kept`]).
+//! Lambda's log-level filter reads a line without a `level` (or without a valid RFC 3339
+//! `timestamp`) as INFO, and at `WARN` and above would drop the metrics (and with them the alarms
+//! on parked and failed users). So under a stricter `AWS_LAMBDA_LOG_LEVEL` the lines carry that
+//! level and a timestamp ([`level_kept`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aws_smithy_types::DateTime;
+use aws_smithy_types::date_time::Format;
 use serde_json::{Value, json};
 
 use crate::db::Outcome;
@@ -64,7 +67,8 @@ impl Tally {
         *self.failed.entry(error_type).or_default() += 1;
     }
 
-    /// The EMF documents for this tally, one JSON object per line, each with `level` when given.
+    /// The EMF documents for this tally, one JSON object per line; with `level`, each carries it
+    /// and `timestamp` (RFC 3339, for Lambda's log-level filter).
     pub fn lines(&self, function_name: &str, level: Option<&str>, at: SystemTime) -> Vec<String> {
         let timestamp = crate::deadline::epoch_ms(at);
         let directive = |dimensions: &[&str], metrics: &[(&str, &str)]| {
@@ -116,9 +120,11 @@ impl Tally {
                 "Failed": count,
             }));
         }
+        let rfc3339 = DateTime::from(at).fmt(Format::DateTime).ok();
         for document in &mut documents {
             if let (Some(level), Some(document)) = (level, document.as_object_mut()) {
                 document.insert("level".to_owned(), json!(level));
+                document.insert("timestamp".to_owned(), json!(rfc3339));
             }
         }
         documents.iter().map(Value::to_string).collect()
@@ -177,6 +183,7 @@ mod tests {
         assert_eq!(main["Replayed"], 2);
         assert_eq!(main["WriteLatency"], json!([1.5, 2.0]));
         assert!(main.get("level").is_none(), "{main}");
+        assert!(main.get("timestamp").is_none(), "{main}");
         // Every metric the directive names is a member of the document, and the reverse.
         for metric in directive["Metrics"].as_array().unwrap() {
             let name = metric["Name"].as_str().unwrap();
@@ -218,6 +225,7 @@ mod tests {
         for line in lines {
             let document: Value = serde_json::from_str(&line).unwrap();
             assert_eq!(document["level"], "FATAL", "{document}");
+            assert_eq!(document["timestamp"], "1970-01-01T00:00:00Z", "{document}");
         }
     }
 

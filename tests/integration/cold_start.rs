@@ -87,7 +87,7 @@ async fn the_templates_empty_variables_count_as_unset_even_the_sdks_endpoint() {
 }
 
 /// The real binary's logs follow Lambda's logging controls (src/logging.rs): JSON lines under
-/// `AWS_LAMBDA_LOG_FORMAT=JSON`, text otherwise; `AWS_LAMBDA_LOG_LEVEL` (Lambda's `FATAL` and
+/// `AWS_LAMBDA_LOG_FORMAT=JSON` (with the timestamp Lambda's level filter needs), text otherwise; `AWS_LAMBDA_LOG_LEVEL` (Lambda's `FATAL` and
 /// `DEBUG` included) over `RUST_LOG`; a level it does not understand is named, and INFO is used.
 #[tokio::test]
 async fn the_binary_logs_as_lambdas_logging_controls_say() {
@@ -109,6 +109,7 @@ async fn the_binary_logs_as_lambdas_logging_controls_say() {
     let line = json.lines().find(|l| l.contains(DONE)).expect(DONE);
     let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
     assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
     let text = run(&[]);
     let line = text.lines().find(|l| l.contains(DONE)).expect(DONE);
     assert!(line.trim_start().starts_with("INFO"), "{line}");

@@ -416,7 +416,8 @@ async fn a_replay_of_a_user_who_already_has_a_row_succeeds_and_writes_nothing() 
     let metrics = Metrics::default();
     let app = metrics.attach(
         test.start_with(config_from(&parked_env(&test, &queues.park_url)))
-            .await,
+            .await
+            .with_metrics_level(Some("WARN")),
     );
     let (sub, event) = new_user("present");
     invoke(&app, event).await.expect("recorded at sign-up");
@@ -435,6 +436,11 @@ async fn a_replay_of_a_user_who_already_has_a_row_succeeds_and_writes_nothing() 
     );
     assert_eq!(metrics.sum("AlreadyPresent"), 1);
     assert_eq!(metrics.sum("Replayed"), 1);
+    // Under LogLevel WARN, every line of both paths carries it, so Lambda's filter keeps them.
+    for line in metrics.0.lock().expect("metrics").iter() {
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert!(line["timestamp"].is_string(), "{line}");
+    }
 }
 
 #[tokio::test]
