@@ -719,6 +719,10 @@ def check_parking(template: dict) -> list[str]:
             problems.append(f"{queue_name}: not encrypted (it holds personal data)")
         if queue.get("DeletionPolicy") != "Retain":
             problems.append(f"{queue_name}: DeletionPolicy must be Retain (it may hold users not yet recorded)")
+    for policy_name, policy in resources_of(template, "AWS::SQS::QueuePolicy").items():
+        guarded = [q for q, _ in items(policy.get("Properties", {}).get("Queues")) if any(refers_to(q, n) for n in queues)]
+        if guarded and policy.get("DeletionPolicy") != "Retain":
+            problems.append(f"{policy_name}: DeletionPolicy must be Retain (the retained queues keep their protections)")
     park = queues[name].get("Properties", {})
     redrive = park.get("RedrivePolicy") or {}
     dead = getatt(redrive.get("deadLetterTargetArn"))
@@ -959,7 +963,8 @@ def endpoint_problems(stack: Stack) -> list[str]:
     """For one parameter set: the function's group must have an HTTPS egress rule to every endpoint
     it needs (Secrets Manager with DbAuth=secret, SQS with ParkOnOutage=true): to the endpoint the
     stack creates, else to the existing endpoint's group given, else to VpcCidr; no HTTPS egress
-    nothing needs, no rule with an empty destination, no two identical rules (AWS rejects those)."""
+    nothing needs, no endpoint group given but unused, no rule with an empty destination, no two
+    identical rules (AWS rejects those)."""
     p = stack.parameters
     needed = []  # (service, what creates it, the existing endpoint's groups in order of precedence)
     if p["DbAuth"] == "secret":
@@ -988,6 +993,9 @@ def endpoint_problems(stack: Stack) -> list[str]:
         wanted += targets
         if not any(reaches(rule, key, target) for rule in egress for key, target in targets):
             problems.append(f"{where}: no HTTPS egress to the {service} endpoint (want {' or '.join(f'{k} {json.dumps(t)}' for k, t in targets)})")
+    for parameter in ("SecretsManagerEndpointSecurityGroupId", "SqsEndpointSecurityGroupId"):
+        if p[parameter] and not any(rule.get("DestinationSecurityGroupId") == p[parameter] for rule in egress):
+            problems.append(f"{where}: {parameter} is given but unused (the Rules should refuse it, not ignore it)")
     seen = set()
     for rule in egress:
         for key in ("CidrIp", "DestinationSecurityGroupId"):
@@ -1424,6 +1432,11 @@ class RejectsCarelessEdits(unittest.TestCase):
         template["Resources"]["ParkQueue"]["Properties"]["MessageRetentionPeriod"] = 3600
         self.assertRejected(template, "before 24 receives 300 s apart")
 
+    def test_queue_policy_deleted_with_the_stack(self):
+        template = self.mutated()
+        template["Resources"]["ParkQueuesTlsOnly"].pop("DeletionPolicy")
+        self.assertRejected(template, "ParkQueuesTlsOnly: DeletionPolicy must be Retain")
+
     def test_dead_letter_queue_keeps_less_than_the_park_queue(self):
         template = self.mutated()
         template["Resources"]["ParkDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] = 86400
@@ -1482,6 +1495,11 @@ class RejectsCarelessEdits(unittest.TestCase):
                             "SqsEndpointSecurityGroupId='': the Rules accept a set in which nothing says how to reach the sqs endpoint")
         self.assertRejected(template, f"{groups} VpcCidr='{VPC_CIDR}' ParkOnOutage='true' CreateSqsEndpoint='false' "
                             f"SqsEndpointSecurityGroupId='': no HTTPS egress to the sqs endpoint (want CidrIp \"{VPC_CIDR}\")")
+
+    def test_sqs_group_given_but_ignored(self):
+        template = self.mutated()
+        del template["Rules"]["SqsEndpointGroupOnlyForAnExistingEndpoint"]
+        self.assertRejected(template, "SqsEndpointSecurityGroupId is given but unused")
 
     def test_one_group_given_for_both_endpoints_twice(self):
         template = self.mutated()
