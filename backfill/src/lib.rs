@@ -40,7 +40,8 @@ pub const CONFIRMED_STATUSES: &[&str] = &[
 /// exactly as the PostConfirmation trigger would have. Database settings and login come from the
 /// same environment as the function (DB_SECRET_ID, or DB_AUTH and DB_USER; DB_HOST, DB_PORT,
 /// DB_NAME, DB_CA_FILE, DB_CA_PEM).
-/// Exits 1 if any user failed, 2 if the run could not start or the pool could not be listed.
+/// Exits 1 if any user failed, 2 if the run could not start, the pool could not be listed or the
+/// database refused the current credentials.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
 #[command(name = "cognito-backfill")]
 pub struct Options {
@@ -127,10 +128,32 @@ impl Report {
 #[derive(Debug)]
 pub struct Fatal(pub String);
 
+/// Why a user could not be recorded.
+enum Failure {
+    /// This user only: the run goes on.
+    User(String),
+    /// Every later user too (the database refuses the current credentials): the run stops.
+    Run(Fatal),
+}
+
+/// How long getting credentials may take: the AWS SDK's first call of the run (resolving a
+/// profile, SSO, an assumed role) is part of it, on an operator's machine rather than in Lambda.
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn could_not_connect(credentials: &Credentials, error: &tokio_postgres::Error) -> String {
+    format!(
+        "could not connect to the database at {}:{}: {}",
+        credentials.host,
+        credentials.port,
+        db::describe(error)
+    )
+}
+
 /// The database side: one connection, replaced once per user if it dies. The credentials are
 /// kept for new connections as the function keeps them: an IAM token until shortly before it
 /// expires, a password until a login is refused, which gets fresh credentials once (a rotated
-/// secret, an expired token). So a run outlasts a rotation and a token's 15 minutes.
+/// secret, an expired token). So a run outlasts a rotation and a token's 15 minutes; a login
+/// refused with fresh credentials too stops it.
 pub struct Database {
     login: Login,
     config: Config,
@@ -152,54 +175,79 @@ impl Database {
             credentials: None,
             connection: None,
         };
-        database.connection = Some(database.connect().await?);
+        let connection = database.connect().await.map_err(|failure| match failure {
+            Failure::User(message) => Fatal(message),
+            Failure::Run(fatal) => fatal,
+        })?;
+        database.connection = Some(connection);
         Ok(database)
     }
 
-    async fn connect(&mut self) -> Result<Connection, Fatal> {
-        let held = self.credentials.take();
+    async fn connect(&mut self) -> Result<Connection, Failure> {
+        let held = (self.credentials.take())
+            .filter(|held| held.renew_after.is_none_or(|renew| Instant::now() < renew));
         let credentials = match held {
-            Some(held) if held.renew_after.is_none_or(|renew| Instant::now() < renew) => held,
-            _ => self.fetch_credentials().await?,
+            Some(held) => held,
+            None => self.fetch_credentials().await.map_err(Failure::User)?,
         };
-        let mut result = db::connect(&credentials, &self.tls, self.config.connect_timeout).await;
-        let mut credentials = credentials;
-        if matches!(&result, Err(error) if db::is_login_rejected(error)) {
-            credentials = self.fetch_credentials().await?;
-            result = db::connect(&credentials, &self.tls, self.config.connect_timeout).await;
+        let refused = match db::connect(&credentials, &self.tls, self.config.connect_timeout).await
+        {
+            Ok(connection) => {
+                self.credentials = Some(credentials);
+                return Ok(connection);
+            }
+            Err(error) if db::is_login_rejected(&error) => could_not_connect(&credentials, &error),
+            Err(error) => {
+                let message = could_not_connect(&credentials, &error);
+                self.credentials = Some(credentials);
+                return Err(Failure::User(message));
+            }
+        };
+        // The secret was rotated, or the token expired: fresh credentials, once.
+        let fresh = (self.fetch_credentials().await)
+            .map_err(|error| Failure::User(format!("{refused}; then {error}")))?;
+        let unchanged = fresh.user == credentials.user && fresh.same_password(&credentials);
+        let second = match unchanged {
+            true => None,
+            false => Some(db::connect(&fresh, &self.tls, self.config.connect_timeout).await),
+        };
+        let failure = match &second {
+            Some(Err(error)) if !db::is_login_rejected(error) => {
+                Some(Failure::User(could_not_connect(&fresh, error)))
+            }
+            _ => None,
+        };
+        self.credentials = Some(fresh);
+        match (second, failure) {
+            (Some(Ok(connection)), _) => Ok(connection),
+            (_, Some(failure)) => Err(failure),
+            // Refused with the current credentials too: no later user can be recorded either.
+            _ => Err(Failure::Run(Fatal(format!(
+                "{refused}, with the current credentials too: check the secret's password, or \
+                 the IAM policy and DB_USER"
+            )))),
         }
-        let endpoint = format!("{}:{}", credentials.host, credentials.port);
-        self.credentials = Some(credentials);
-        result.map_err(|e| {
-            Fatal(format!(
-                "could not connect to the database at {endpoint}: {}",
-                db::describe(&e)
-            ))
-        })
     }
 
-    /// The secret read now, or a token made now; bounded by `DB_CONNECT_TIMEOUT_MS`.
-    async fn fetch_credentials(&self) -> Result<Credentials, Fatal> {
-        let limit = self.config.connect_timeout;
-        tokio::time::timeout(limit, self.login.credentials(&self.config))
+    /// The secret read now, or a token made now, within [`CREDENTIALS_TIMEOUT`].
+    async fn fetch_credentials(&self) -> Result<Credentials, String> {
+        tokio::time::timeout(CREDENTIALS_TIMEOUT, self.login.credentials(&self.config))
             .await
             .map_err(|_| {
-                Fatal(format!(
-                    "getting the database credentials timed out after {limit:?}"
-                ))
+                format!("getting the database credentials timed out after {CREDENTIALS_TIMEOUT:?}")
             })?
-            .map_err(|e| Fatal(e.to_string()))
+            .map_err(|error| error.to_string())
     }
 
     /// Records `user` (or, for a dry run, checks whether it would be), reconnecting once if the
     /// connection has died, and trying again up to [`SERIALIZATION_RETRIES`] times when Aurora
     /// DSQL refuses the INSERT with SQLSTATE 40001 (the trigger wrote at the same moment).
-    async fn record(&mut self, user: &NewUser, dry_run: bool) -> Result<Outcome, String> {
+    async fn record(&mut self, user: &NewUser, dry_run: bool) -> Result<Outcome, Failure> {
         let (mut reconnected, mut serialization_retries) = (false, 0);
         loop {
             let connection = match self.connection.take() {
                 Some(connection) if !connection.is_closed() => connection,
-                _ => self.connect().await.map_err(|Fatal(e)| e)?,
+                _ => self.connect().await?,
             };
             let result = if dry_run {
                 exists(&connection, &user.sub).await.map(|present| {
@@ -221,7 +269,7 @@ impl Database {
             };
             if db::is_connection_error(&error) {
                 if reconnected {
-                    return Err(db::describe(&error).to_string());
+                    return Err(Failure::User(db::describe(&error).to_string()));
                 }
                 reconnected = true;
                 continue;
@@ -233,7 +281,7 @@ impl Database {
                 tokio::time::sleep(db::serialization_retry_pause(serialization_retries)).await;
                 continue;
             }
-            return Err(db::describe(&error).to_string());
+            return Err(Failure::User(db::describe(&error).to_string()));
         }
     }
 }
@@ -280,7 +328,14 @@ pub async fn run(
             })?;
         for cognito_user in page.users() {
             report.seen += 1;
-            record_one(options, database, cognito_user, &mut report).await;
+            if let Err(Fatal(error)) =
+                record_one(options, database, cognito_user, &mut report).await
+            {
+                return Err(Fatal(format!(
+                    "{error}; stopped: {}",
+                    report.line(options.dry_run)
+                )));
+            }
             if report.seen % PROGRESS_USERS == 0 || last_progress.elapsed() >= PROGRESS_INTERVAL {
                 progress(&report);
                 last_progress = Instant::now();
@@ -305,15 +360,16 @@ fn skip_reason(options: &Options, status: Option<&UserStatusType>) -> Option<Str
     }
 }
 
+/// Records one listed user; an error only when the whole run must stop.
 async fn record_one(
     options: &Options,
     database: &mut Database,
     cognito_user: &UserType,
     report: &mut Report,
-) {
+) -> Result<(), Fatal> {
     if let Some(reason) = skip_reason(options, cognito_user.user_status()) {
         *report.skipped.entry(reason).or_default() += 1;
-        return;
+        return Ok(());
     }
     let attributes: HashMap<String, String> = cognito_user
         .attributes()
@@ -324,17 +380,19 @@ async fn record_one(
         Ok(user) => user,
         Err(reason) => {
             *report.skipped.entry(reason.to_string()).or_default() += 1;
-            return;
+            return Ok(());
         }
     };
     match database.record(&user, options.dry_run).await {
         Ok(Outcome::Inserted) => report.inserted += 1,
         Ok(Outcome::AlreadyPresent) => report.already_present += 1,
-        Err(error) => {
+        Err(Failure::User(error)) => {
             report.failed += 1;
             eprintln!("backfill: sub {} failed: {error}", user.sub);
         }
+        Err(Failure::Run(fatal)) => return Err(fatal),
     }
+    Ok(())
 }
 
 #[cfg(test)]

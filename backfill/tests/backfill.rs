@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType};
-use cognito_backfill::{Database, parse_args};
+use cognito_backfill::{Database, Fatal, parse_args};
 use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
 use cognito_post_confirmation::credentials::Login;
 use cognito_post_confirmation::user::NewUser;
@@ -528,10 +528,11 @@ async fn an_expired_token_is_replaced_on_the_next_connection() {
 }
 
 /// A password rotated during a run: the next connection's login is refused, the backfill reads
-/// the secret again and goes on.
+/// the secret again and goes on. A secret that no longer matches the database stops the run at
+/// the next connection, rather than failing every remaining user with a refused login.
 #[tokio::test]
-async fn a_rotated_password_is_read_again_on_the_next_connection() {
-    let stack = Stack::start(); // its PgBouncer is restarted
+async fn a_rotated_password_is_read_again_and_a_wrong_one_stops_the_run() {
+    let stack = Stack::start(); // its PgBouncer is restarted, to drop the backfill's connection
     let world = World::on(&stack).await;
     world.populate(3, 0, 0).await;
     let mut database = world.open_database(&world.db.env()).await;
@@ -539,9 +540,31 @@ async fn a_rotated_password_is_read_again_on_the_next_connection() {
     world.db.rotate_password("rotated-during-the-backfill");
     stack.bouncer.stop();
     stack.bouncer.start();
-
     let report = world.run_on(&mut database).await;
     assert_eq!((report.inserted, report.failed), (3, 0), "{report:?}");
+    assert_eq!(world.rows(), 3);
+
+    world.db.rotate_password("rotated-again");
+    world.db.put_secret_password("rotated-during-the-backfill");
+    world
+        .add_user("late", &[("email", "late@example.com")], true)
+        .await;
+    stack.bouncer.stop();
+    stack.bouncer.start();
+    let options = parse_args(["cognito-backfill", "--user-pool-id", &world.pool]).expect("args");
+    let stopped = cognito_backfill::run(&options, &world.cognito, &mut database, |_| {}).await;
+    let Err(Fatal(error)) = stopped else {
+        panic!("the run went on with a wrong secret: {stopped:?}")
+    };
+    assert!(
+        error.contains("with the current credentials too"),
+        "{error}"
+    );
+    assert!(error.contains("stopped: seen 1,"), "{error}");
+    assert!(
+        !error.contains("rotated"),
+        "the password is never shown: {error}"
+    );
     assert_eq!(world.rows(), 3);
 }
 
