@@ -87,8 +87,9 @@ async fn the_templates_empty_variables_count_as_unset_even_the_sdks_endpoint() {
 }
 
 /// The real binary's logs follow Lambda's logging controls (src/logging.rs): JSON lines under
-/// `AWS_LAMBDA_LOG_FORMAT=JSON` (with the timestamp Lambda's level filter needs), text otherwise; `AWS_LAMBDA_LOG_LEVEL` (Lambda's `FATAL` and
-/// `DEBUG` included) over `RUST_LOG`; a level it does not understand is named, and INFO is used.
+/// `AWS_LAMBDA_LOG_FORMAT=JSON` (with the timestamp Lambda's level filter needs), text otherwise;
+/// `AWS_LAMBDA_LOG_LEVEL` (Lambda's `FATAL` and `DEBUG` included) over `RUST_LOG`; a level it
+/// does not understand is named, and INFO is used.
 #[tokio::test]
 async fn the_binary_logs_as_lambdas_logging_controls_say() {
     let test = TestApp::new().await;
