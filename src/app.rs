@@ -337,15 +337,9 @@ impl App {
         deadline: Instant,
     ) -> Result<Connection, RecordError> {
         // An IAM token is reused for new connections until shortly before it expires.
-        let credentials = match held.take() {
-            Some(credentials)
-                if credentials
-                    .renew_after
-                    .is_none_or(|renew| Instant::now() < renew) =>
-            {
-                credentials
-            }
-            _ => self.fetch_credentials(deadline).await?,
+        let credentials = match held.take().filter(Credentials::is_fresh) {
+            Some(credentials) => credentials,
+            None => self.fetch_credentials(deadline).await?,
         };
         let first = self.connect(&credentials, deadline).await;
         let login_rejected = matches!(&first, Err(Rejected::Login(_)));
@@ -361,7 +355,7 @@ impl App {
             return Err(error.into());
         }
         let fresh = self.fetch_credentials(deadline).await?;
-        if fresh.user == credentials.user && fresh.same_password(&credentials) {
+        if fresh.same_login(&credentials) {
             *held = Some(fresh);
             return Err(error.into());
         }

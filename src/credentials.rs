@@ -24,9 +24,17 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Whether `other` carries the same password (used to tell a rotation from a wrong secret).
-    pub fn same_password(&self, other: &Credentials) -> bool {
-        self.password.expose_secret() == other.password.expose_secret()
+    /// Whether `other` logs in as the same user with the same password (after a refused login:
+    /// the same means the secret itself is wrong, different means it was rotated).
+    pub fn same_login(&self, other: &Credentials) -> bool {
+        self.user == other.user && self.password.expose_secret() == other.password.expose_secret()
+    }
+
+    /// Whether these may still open a new connection: a password until it is refused, an IAM
+    /// token until shortly before it expires.
+    pub fn is_fresh(&self) -> bool {
+        self.renew_after
+            .is_none_or(|renew| std::time::Instant::now() < renew)
     }
 }
 

@@ -95,9 +95,9 @@ fn info() -> Targets {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::sync::{Arc, Mutex};
 
     use aws_smithy_types::date_time::Format;
-    use std::sync::{Arc, Mutex};
 
     use super::*;
 

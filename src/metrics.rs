@@ -120,9 +120,9 @@ impl Tally {
                 "Failed": count,
             }));
         }
-        let rfc3339 = DateTime::from(at).fmt(Format::DateTime).ok();
-        for document in &mut documents {
-            if let (Some(level), Some(document)) = (level, document.as_object_mut()) {
+        if let Some(level) = level {
+            let rfc3339 = DateTime::from(at).fmt(Format::DateTime).ok();
+            for document in documents.iter_mut().filter_map(Value::as_object_mut) {
                 document.insert("level".to_owned(), json!(level));
                 document.insert("timestamp".to_owned(), json!(rfc3339));
             }

@@ -140,6 +140,14 @@ enum Failure {
 /// profile, SSO, an assumed role) is part of it, on an operator's machine rather than in Lambda.
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A login refused with the current credentials too: no later user can be recorded either.
+fn refused_for_good(refused: &str) -> Fatal {
+    Fatal(format!(
+        "{refused}, with the current credentials too: check the secret's password, or the IAM \
+         policy and DB_USER"
+    ))
+}
+
 fn could_not_connect(credentials: &Credentials, error: &tokio_postgres::Error) -> String {
     format!(
         "could not connect to the database at {}:{}: {}",
@@ -184,9 +192,7 @@ impl Database {
     }
 
     async fn connect(&mut self) -> Result<Connection, Failure> {
-        let held = (self.credentials.take())
-            .filter(|held| held.renew_after.is_none_or(|renew| Instant::now() < renew));
-        let credentials = match held {
+        let credentials = match self.credentials.take().filter(Credentials::is_fresh) {
             Some(held) => held,
             None => self.fetch_credentials().await.map_err(Failure::User)?,
         };
@@ -206,27 +212,19 @@ impl Database {
         // The secret was rotated, or the token expired: fresh credentials, once.
         let fresh = (self.fetch_credentials().await)
             .map_err(|error| Failure::User(format!("{refused}; then {error}")))?;
-        let unchanged = fresh.user == credentials.user && fresh.same_password(&credentials);
-        let second = match unchanged {
-            true => None,
-            false => Some(db::connect(&fresh, &self.tls, self.config.connect_timeout).await),
-        };
-        let failure = match &second {
-            Some(Err(error)) if !db::is_login_rejected(error) => {
-                Some(Failure::User(could_not_connect(&fresh, error)))
-            }
-            _ => None,
+        // An unchanged password would be refused again: not tried.
+        let result = match fresh.same_login(&credentials) {
+            true => Err(Failure::Run(refused_for_good(&refused))),
+            false => match db::connect(&fresh, &self.tls, self.config.connect_timeout).await {
+                Ok(connection) => Ok(connection),
+                Err(error) if db::is_login_rejected(&error) => {
+                    Err(Failure::Run(refused_for_good(&refused)))
+                }
+                Err(error) => Err(Failure::User(could_not_connect(&fresh, &error))),
+            },
         };
         self.credentials = Some(fresh);
-        match (second, failure) {
-            (Some(Ok(connection)), _) => Ok(connection),
-            (_, Some(failure)) => Err(failure),
-            // Refused with the current credentials too: no later user can be recorded either.
-            _ => Err(Failure::Run(Fatal(format!(
-                "{refused}, with the current credentials too: check the secret's password, or \
-                 the IAM policy and DB_USER"
-            )))),
-        }
+        result
     }
 
     /// The secret read now, or a token made now, within [`CREDENTIALS_TIMEOUT`].
