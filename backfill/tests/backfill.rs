@@ -226,18 +226,34 @@ impl<'s> World<'s> {
 
     /// The function itself, as an execution environment of this world.
     async fn trigger(&self) -> App {
-        let env = self.db.env();
-        let config = Config::from_lookup(|name| {
-            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
-        })
-        .expect("config");
         App::init(
-            config,
+            config(&self.db.env()),
             &local_stack::kit::sdk_config(&self.stack.moto.endpoint()).await,
         )
         .await
         .expect("cold start")
     }
+
+    /// A backfill run's database side, opened with the function's environment `env`.
+    async fn open_database(&self, env: &[(&str, String)]) -> Database {
+        let config = config(env);
+        let sdk = local_stack::kit::sdk_config(&self.stack.moto.endpoint()).await;
+        let login = Login::new(&config, &sdk).expect("login");
+        let tls = MakeRustlsConnect::new(tls::client_config(&config.extra_cas).expect("TLS"));
+        Database::open(login, config, tls).await.expect("connected")
+    }
+
+    /// Runs the backfill over this pool on `database`.
+    async fn run_on(&self, database: &mut Database) -> Result<cognito_backfill::Report, Fatal> {
+        let options = parse_args(["cognito-backfill", "--user-pool-id", &self.pool]).expect("args");
+        cognito_backfill::run(&options, &self.cognito, database, |_| {}).await
+    }
+}
+
+/// The function's configuration from the environment `env`.
+fn config(env: &[(&str, String)]) -> Config {
+    Config::from_lookup(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+        .expect("config")
 }
 
 /// A PostConfirmation event for a user as Cognito would send it.
@@ -479,28 +495,6 @@ async fn logs_in_with_an_iam_token_in_both_iam_modes() {
     assert_eq!(world.rows(), 4);
 }
 
-impl World<'_> {
-    /// A backfill run's database side, opened with the function's environment `env`.
-    async fn open_database(&self, env: &[(&str, String)]) -> Database {
-        let config = Config::from_lookup(|name| {
-            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
-        })
-        .expect("config");
-        let sdk = local_stack::kit::sdk_config(&self.stack.moto.endpoint()).await;
-        let login = Login::new(&config, &sdk).expect("login");
-        let tls = MakeRustlsConnect::new(tls::client_config(&config.extra_cas).expect("TLS"));
-        Database::open(login, config, tls).await.expect("connected")
-    }
-
-    /// Runs the backfill over this pool on `database`.
-    async fn run_on(&self, database: &mut Database) -> cognito_backfill::Report {
-        let options = parse_args(["cognito-backfill", "--user-pool-id", &self.pool]).expect("args");
-        cognito_backfill::run(&options, &self.cognito, database, |_| {})
-            .await
-            .expect("the run finishes")
-    }
-}
-
 /// Tokens live 15 minutes, a backfill may run longer: when the token it holds is refused on a
 /// new connection, it makes a new one (this verifier refuses tokens older than 3 s).
 #[tokio::test]
@@ -516,7 +510,7 @@ async fn an_expired_token_is_replaced_on_the_next_connection() {
     verifier.stop();
     verifier.start();
 
-    let report = world.run_on(&mut database).await;
+    let report = world.run_on(&mut database).await.expect("the run finishes");
     assert_eq!((report.inserted, report.failed), (3, 0), "{report:?}");
     let decisions = verifier.decisions();
     let accepted = format!("accepted {}", world.db.role);
@@ -540,7 +534,7 @@ async fn a_rotated_password_is_read_again_and_a_wrong_one_stops_the_run() {
     world.db.rotate_password("rotated-during-the-backfill");
     stack.bouncer.stop();
     stack.bouncer.start();
-    let report = world.run_on(&mut database).await;
+    let report = world.run_on(&mut database).await.expect("the run finishes");
     assert_eq!((report.inserted, report.failed), (3, 0), "{report:?}");
     assert_eq!(world.rows(), 3);
 
@@ -551,8 +545,7 @@ async fn a_rotated_password_is_read_again_and_a_wrong_one_stops_the_run() {
         .await;
     stack.bouncer.stop();
     stack.bouncer.start();
-    let options = parse_args(["cognito-backfill", "--user-pool-id", &world.pool]).expect("args");
-    let stopped = cognito_backfill::run(&options, &world.cognito, &mut database, |_| {}).await;
+    let stopped = world.run_on(&mut database).await;
     let Err(Fatal(error)) = stopped else {
         panic!("the run went on with a wrong secret: {stopped:?}")
     };

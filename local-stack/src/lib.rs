@@ -44,6 +44,9 @@ pub use stack::{Stack, TestDb};
 /// The project's schema (sql/schema.sql), as the tests and `local-stack up` apply it.
 pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
 
+/// The function's role (sql/app-role.sql; psql variable `app_role`), as each test database has it.
+pub const APP_ROLE_SQL: &str = include_str!("../../sql/app-role.sql");
+
 /// A directory for one test's files (certificates, say), `kind` in its name: removed when dropped,
 /// and by the janitor if the test process is killed first. Panics on failure.
 pub fn scratch_dir(kind: &str) -> tempfile::TempDir {

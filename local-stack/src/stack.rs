@@ -91,9 +91,8 @@ impl Stack {
         self.pg
             .admin_psql(name, schema_sql, &[])
             .with_context(|| format!("apply the schema to database {name}"))?;
-        let app_role = include_str!("../../sql/app-role.sql");
         self.pg
-            .admin_psql(name, app_role, &[("app_role", role)])
+            .admin_psql(name, crate::APP_ROLE_SQL, &[("app_role", role)])
             .with_context(|| format!("apply sql/app-role.sql in database {name}"))?;
         self.bouncer.refresh_auth(&self.pg, role)?;
         let db = TestDb {

@@ -1,9 +1,9 @@
 //! The function runs as the role `sql/app-role.sql` makes (every integration test does), and that
 //! role can insert into `public.users` and read its `cognito_user_id`, but do nothing else.
 
-use crate::helpers::{TestApp, invoke, sign_up, unique};
+use local_stack::APP_ROLE_SQL;
 
-const APP_ROLE_SQL: &str = include_str!("../../sql/app-role.sql");
+use crate::helpers::{TestApp, invoke, sign_up, unique};
 
 #[tokio::test]
 async fn the_function_role_can_insert_users_and_read_their_ids_and_nothing_else() {
