@@ -522,8 +522,9 @@ async fn an_expired_token_is_replaced_on_the_next_connection() {
 }
 
 /// A password rotated during a run: the next connection's login is refused, the backfill reads
-/// the secret again and goes on. A secret that no longer matches the database stops the run at
-/// the next connection, rather than failing every remaining user with a refused login.
+/// the secret again and goes on. A secret that cannot be read then fails the user (the run goes
+/// on); one that no longer matches the database stops the run at the next connection, rather
+/// than failing every remaining user with a refused login.
 #[tokio::test]
 async fn a_rotated_password_is_read_again_and_a_wrong_one_stops_the_run() {
     let stack = Stack::start(); // its PgBouncer is restarted, to drop the backfill's connection
@@ -538,13 +539,23 @@ async fn a_rotated_password_is_read_again_and_a_wrong_one_stops_the_run() {
     assert_eq!((report.inserted, report.failed), (3, 0), "{report:?}");
     assert_eq!(world.rows(), 3);
 
+    // Rotated again, but the secret cannot be read back: each user fails, and the run goes on.
     world.db.rotate_password("rotated-again");
-    world.db.put_secret_password("rotated-during-the-backfill");
+    (stack
+        .moto
+        .put_secret_value(&world.db.secret_id, "not the RDS secret format"))
+    .expect("secret replaced");
     world
         .add_user("late", &[("email", "late@example.com")], true)
         .await;
     stack.bouncer.stop();
     stack.bouncer.start();
+    let report = world.run_on(&mut database).await.expect("the run finishes");
+    assert_eq!((report.seen, report.failed), (4, 4), "{report:?}");
+    assert_eq!(world.rows(), 3);
+
+    // A readable secret with a password the database no longer takes.
+    world.db.put_secret_password("rotated-during-the-backfill");
     let stopped = world.run_on(&mut database).await;
     let Err(Fatal(error)) = stopped else {
         panic!("the run went on with a wrong secret: {stopped:?}")
