@@ -1,23 +1,14 @@
-//! Real local stand-ins for the AWS pieces the Lambda talks to, for integration tests and local
-//! runs: PostgreSQL 15 with TLS (RDS), PgBouncer 1.18 with TLS on both sides, SCRAM and
-//! transaction pooling (RDS Proxy), moto's server (Secrets Manager, SQS) and an IAM token
-//! verifier; and [`kit`], the helpers every test crate shares.
+//! Real local stand-ins for what the Lambda talks to, for the tests and local runs: PostgreSQL 15
+//! with TLS (RDS), PgBouncer in transaction mode with TLS on both sides (RDS Proxy), moto's server
+//! (Secrets Manager, SQS) and an IAM token verifier; and [`kit`], the helpers every test crate
+//! shares. `Stack::shared()` starts one stack per test process, `stack.new_database(SCHEMA)` gives
+//! a test its own database, role and secret, and `db.env()` the function's environment for it.
 //!
-//! ```no_run
-//! let stack = local_stack::Stack::shared();         // started once per test process
-//! let db = stack.new_database(local_stack::SCHEMA); // own database, role and secret
-//! for (key, value) in db.env() {
-//!     println!("{key}={value}");                    // DB_SECRET_ID, DB_PORT, DB_CA_FILE, ...
-//! }
-//! ```
-//!
-//! Needs PostgreSQL 15, PgBouncer and the `.venv` with moto (`scripts/install-deps.sh`). When run
-//! as root, PostgreSQL and PgBouncer run as the `postgres` OS user (both refuse root). Nothing it
-//! starts outlives the test process, even a killed one (see `process.rs`). Everything is
-//! synchronous: from a `#[tokio::test]` it blocks that test's thread during set-up.
+//! Needs what `scripts/install-deps.sh` installs. As root, PostgreSQL and PgBouncer run as the
+//! `postgres` OS user. Nothing it starts outlives the test process, even a killed one (see
+//! `process.rs`). Everything is synchronous: in a `#[tokio::test]` it blocks that thread.
 
-// Test support, never deployed: its helpers panic with the reason by design (a test that cannot
-// start its stack has nothing to test), so the workspace's no-panic lints do not apply here.
+// Test support: its helpers panic with the reason (see `or_panic`), so the no-panic lints are off.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

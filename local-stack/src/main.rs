@@ -1,18 +1,16 @@
 //! `local-stack up --env-file .stack/env [--sam-env-file .stack/sam-env.json]`: the stack with
-//! database `app` for local runs, until stopped; then it tears everything down and removes the
-//! files it wrote.
+//! database `app` for local runs, until its stdin closes (then it tears everything down and
+//! removes the files it wrote) or it is stopped by a signal (then the janitor of `process.rs`
+//! stops the servers and removes their directories; the env files stay until the next `up`).
 
 use std::io::{self, IsTerminal};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use local_stack::{SCHEMA, Stack};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 /// The local stand-ins for RDS, RDS Proxy and Secrets Manager (tests and local runs only).
 #[derive(Parser)]
@@ -29,29 +27,6 @@ enum Cli {
         #[arg(long, value_name = "FILE")]
         sam_env_file: Option<PathBuf>,
     },
-}
-
-/// Sends why we should stop: SIGINT or SIGTERM, or the end of stdin. Teardown then runs on the
-/// main thread. (Signal handlers, not a blocked signal mask, which the servers would inherit.)
-fn watch_for_stop() -> Result<mpsc::Receiver<String>> {
-    let (tx, rx) = mpsc::channel();
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("watch for signals")?;
-    let on_signal = tx.clone();
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            let _ = on_signal.send(format!("got signal {signal}"));
-        }
-    });
-    // Only a stdin that can end is watched (a terminal, a pipe, a socket), not the /dev/null that
-    // `local-stack up ... &` in a script gets: that one would stop it at once.
-    let stdin = std::fs::metadata("/proc/self/fd/0").map(|meta| meta.file_type());
-    if stdin.is_ok_and(|kind| kind.is_fifo() || kind.is_socket()) || io::stdin().is_terminal() {
-        std::thread::spawn(move || {
-            let _ = io::copy(&mut io::stdin(), &mut io::sink());
-            let _ = tx.send("stdin closed".to_owned());
-        });
-    }
-    Ok(rx)
 }
 
 /// Writes `text` to `path` whole: whoever waits for the file never sees half of it.
@@ -72,7 +47,6 @@ fn main() -> Result<()> {
         env_file,
         sam_env_file,
     } = Cli::parse();
-    let stop = watch_for_stop()?;
     let started = Instant::now();
     let stack = Stack::try_start()?;
     let db = stack.create_app_database("app", "app", SCHEMA)?;
@@ -92,9 +66,16 @@ fn main() -> Result<()> {
     );
     println!("ready");
 
-    if let Ok(reason) = stop.recv() {
-        eprintln!("local-stack: {reason}, stopping");
+    // Only a stdin that can end is watched (a pipe, a socket, a terminal), not the /dev/null that
+    // `local-stack up ... &` in a script gets: that one would stop it at once.
+    let stdin = std::fs::metadata("/proc/self/fd/0").map(|meta| meta.file_type());
+    if !(stdin.is_ok_and(|kind| kind.is_fifo() || kind.is_socket()) || io::stdin().is_terminal()) {
+        loop {
+            std::thread::park();
+        }
     }
+    let _ = io::copy(&mut io::stdin(), &mut io::sink());
+    eprintln!("local-stack: stdin closed, stopping");
     drop(db);
     drop(stack);
     for file in std::iter::once(&env_file).chain(&sam_env_file) {

@@ -147,19 +147,6 @@ impl Postgres {
         Ok(out.trim_end_matches('\n').to_owned())
     }
 
-    /// `CREATE DATABASE`.
-    pub fn create_database(&self, name: &str) -> Result<()> {
-        self.admin_psql("postgres", "CREATE DATABASE :\"db\"", &[("db", name)])
-            .map(drop)
-    }
-
-    /// Creates a login role with a password (stored as a SCRAM verifier).
-    pub fn create_role(&self, role: &str, password: &str) -> Result<()> {
-        let sql = "CREATE ROLE :\"role\" LOGIN PASSWORD :'password'";
-        self.admin_psql("postgres", sql, &[("role", role), ("password", password)])
-            .map(drop)
-    }
-
     /// `ALTER ROLE ... PASSWORD`: PgBouncer keeps the old verifier until
     /// [`crate::PgBouncer::refresh_auth`].
     pub fn set_password(&self, role: &str, password: &str) -> Result<()> {

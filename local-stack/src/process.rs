@@ -28,13 +28,11 @@ use nix::unistd::{Pid, User, geteuid};
 use tempfile::{NamedTempFile, TempDir};
 use wait_timeout::ChildExt;
 
-use crate::or_panic;
+use crate::iam::IamVerifier;
+use crate::{Moto, PgBouncer, Postgres, or_panic};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
-// ------------------------------------------------------------------------------------------------
-// The OS user of PostgreSQL and PgBouncer
 
 /// `postgres` when we are root (PostgreSQL and PgBouncer refuse to run as root), else ourselves.
 fn service_user() -> Result<Option<User>> {
@@ -79,18 +77,13 @@ fn give_to_service_user(path: &Path) -> Result<()> {
 /// the service user (PostgreSQL refuses a key file that others can read).
 pub(crate) fn write_service_file(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut file = NamedTempFile::new_in(dir)
-        .with_context(|| format!("create a file in {}", dir.display()))?;
-    file.write_all(contents)
-        .with_context(|| format!("write {}", file.path().display()))?;
+    let what = || format!("write {}", path.display());
+    let mut file = NamedTempFile::new_in(dir).with_context(what)?;
+    file.write_all(contents).with_context(what)?;
     give_to_service_user(file.path())?;
-    file.persist(path)
-        .with_context(|| format!("rename into {}", path.display()))?;
+    file.persist(path).with_context(what)?;
     Ok(())
 }
-
-// ------------------------------------------------------------------------------------------------
-// The janitor
 
 /// Reads `group PGID DIR` and `dir DIR` lines until end of input, then stops the groups still
 /// running in their directory and removes the directories.
@@ -150,9 +143,6 @@ pub(crate) fn instance_dir(kind: &str) -> Result<TempDir> {
     Ok(dir)
 }
 
-// ------------------------------------------------------------------------------------------------
-// Servers
-
 /// How to run one kind of server in its directory on a port: its name (messages, `<name>.log`),
 /// the command that runs it in the foreground, when it is ready for the tests, and the signal
 /// that makes it exit promptly (it is killed if it has not after 30 s).
@@ -165,8 +155,8 @@ pub(crate) struct Kind {
 }
 
 /// One server process in a directory of its own, on a port that stays the same across restarts.
-/// [`crate::Postgres`], [`crate::PgBouncer`], [`crate::Moto`] and the IAM verifier deref to theirs
-/// (`stop`, `start`, `pause`, ...). Dropping it stops the process and removes the directory.
+/// [`Postgres`], [`PgBouncer`], [`Moto`] and [`IamVerifier`] deref to theirs (`stop`, `start`,
+/// `pause`, ...). Dropping it stops the process and removes the directory.
 #[derive(Debug)]
 pub struct Server {
     kind: &'static Kind,
@@ -324,15 +314,9 @@ macro_rules! deref_to_server {
     )*};
 }
 
-deref_to_server!(
-    crate::Postgres,
-    crate::PgBouncer,
-    crate::Moto,
-    crate::iam::IamVerifier
-);
+deref_to_server!(Postgres, PgBouncer, Moto, IamVerifier);
 
-/// Whether the server could not start because its port was taken (each server words it its own
-/// way: "Address already in use", "address already in use").
+/// Whether the server could not start because its port was taken (in any capitalisation).
 fn in_use(e: &anyhow::Error) -> bool {
     format!("{e:?}")
         .to_lowercase()
@@ -371,9 +355,6 @@ pub(crate) fn log_tail(log: &Path) -> String {
     let tail = lines[lines.len().saturating_sub(20)..].join("\n");
     format!("\n--- last lines of {} ---\n{tail}", log.display())
 }
-
-// ------------------------------------------------------------------------------------------------
-// Short-lived commands, ports, passwords
 
 /// Runs a short-lived command that bounds its own time, with `input` on stdin; returns its
 /// stdout, or an error with its exit status and stderr.

@@ -86,14 +86,13 @@ impl Stack {
     /// role and stores an RDS-style secret named `name` in moto.
     pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
         let password = format!("{:016x}{:016x}", getrandom::u64()?, getrandom::u64()?);
-        self.pg.create_database(name)?;
-        self.pg.create_role(role, &password)?;
+        let sql = "CREATE DATABASE :\"db\"; CREATE ROLE :\"role\" LOGIN PASSWORD :'password'";
+        let vars = [("db", name), ("role", role), ("password", &password)];
+        self.pg.admin_psql("postgres", sql, &vars)?;
+        let sql = format!("{schema_sql}\n{}", crate::APP_ROLE_SQL);
         self.pg
-            .admin_psql(name, schema_sql, &[])
-            .with_context(|| format!("apply the schema to database {name}"))?;
-        self.pg
-            .admin_psql(name, crate::APP_ROLE_SQL, &[("app_role", role)])
-            .with_context(|| format!("apply sql/app-role.sql in database {name}"))?;
+            .admin_psql(name, &sql, &[("app_role", role)])
+            .with_context(|| format!("apply the schema and sql/app-role.sql in database {name}"))?;
         self.bouncer.refresh_auth(&self.pg, role)?;
         let db = TestDb {
             name: name.to_owned(),

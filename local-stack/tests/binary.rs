@@ -1,5 +1,5 @@
-//! The `local-stack up` binary: env file, readiness line, and teardown on stdin EOF, SIGTERM and
-//! (through the janitor, see `process.rs`) SIGKILL.
+//! The `local-stack up` binary: env file, readiness line, and teardown on stdin EOF or, through
+//! the janitor (see `process.rs`), when it is killed by any signal.
 
 // A test crate: its helpers panic with the reason, like the tests themselves.
 #![allow(
@@ -264,28 +264,13 @@ fn up_serves_the_app_database_and_stops_when_stdin_closes() {
 }
 
 #[test]
-fn sigterm_tears_everything_down() {
-    let mut up = up("term", None);
-    let children = children_of(up.child.id());
-    assert_eq!(children.len(), 4, "{children:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(up.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM local-stack");
-    let status = wait_exit(&mut up.child, Duration::from_secs(30));
-    assert!(status.success(), "{status}");
-    assert_all_die(&children, Duration::from_secs(5));
-    assert!(!Path::new(&up.env["PG_ADMIN_SOCKET_DIR"]).exists());
-}
-
-#[test]
 fn a_killed_parent_leaves_no_process_and_no_file() {
     // Its own base directory, so that what is left can be listed.
     let base = local_stack::scratch_dir("bin-base");
     let mut up = up("kill", Some(base.path()));
     let children = children_of(up.child.id());
     assert_eq!(children.len(), 4, "{children:?}");
+    // SIGKILL: no code of its own runs (a SIGTERM or Ctrl-C ends it the same way).
     up.child.kill().expect("SIGKILL local-stack");
     up.child.wait().expect("reap");
     // No teardown code ran: the janitor stops the services and removes every directory.

@@ -101,7 +101,8 @@ fn tls_postgres_rejects_plaintext_tcp_and_accepts_verified_tls() {
 fn certificate_for_other_names_fails_host_name_verification() {
     let (_dir, wrong) = temp_certs(&["db.example.invalid"]);
     let pg = Postgres::start(Some(&wrong)).expect("start postgres");
-    pg.create_role("u", "pw").expect("create role");
+    let sql = "CREATE ROLE u LOGIN PASSWORD 'pw'";
+    pg.admin_psql("postgres", sql, &[]).expect("create role");
     assert_err_contains(
         psql(
             &direct(
@@ -121,7 +122,8 @@ fn certificate_for_other_names_fails_host_name_verification() {
 #[test]
 fn plaintext_postgres_does_not_speak_tls() {
     let pg = Postgres::start(None).expect("start plaintext postgres");
-    pg.create_role("plain", "secret pw").expect("create role");
+    let sql = "CREATE ROLE plain LOGIN PASSWORD 'secret pw'";
+    pg.admin_psql("postgres", sql, &[]).expect("create role");
     assert_err_contains(
         psql(
             &direct(&pg, "127.0.0.1", "postgres", "plain", "sslmode=require"),

@@ -56,8 +56,10 @@ async fn a_ca_file_for_another_ca_does_not_make_the_server_trusted() {
 async fn a_server_that_does_not_speak_tls_is_refused() {
     let test = TestApp::new().await;
     let plaintext = Postgres::start(None).expect("plaintext PostgreSQL");
-    plaintext.create_role("app", "app-password").expect("role");
-    plaintext.create_database("plain").expect("database");
+    let sql = "CREATE ROLE app LOGIN PASSWORD 'app-password'; CREATE DATABASE plain";
+    plaintext
+        .admin_psql("postgres", sql, &[])
+        .expect("role and database");
     plaintext.admin_psql("plain", SCHEMA, &[]).expect("schema");
     plaintext
         .admin_psql("plain", "GRANT SELECT, INSERT ON public.users TO app", &[])
