@@ -827,7 +827,7 @@ BASE_PARAMETERS: dict[str, Any] = {
 }
 MODE_PARAMETERS: dict[str, dict[str, str]] = {
     "secret": {"DbSecretArn": "arn:aws:secretsmanager:eu-west-1:111122223333:secret:db-AbC123"},
-    "rds-iam": {"DbSecretArn": "", "DbUser": "cognito_post_confirmation", "DbResourceId": "prx-0123456789abcdef0"},
+    "rds-iam": {"DbSecretArn": "", "DbUser": "cognito_post_confirmation", "DbResourceId": "prx-0123456789abcdef0", "DbName": "app"},
     "dsql-iam": {"DbSecretArn": "", "DbUser": "cognito_post_confirmation", "DsqlClusterId": "abcdefghijklmnopqrstuvwxyz"},
 }
 # The parameters that decide how the function reaches Secrets Manager and SQS, and the values tried:
@@ -1110,6 +1110,15 @@ class EndpointsAreReachable(unittest.TestCase):
             stack = Stack(self.deployed, parameter_set(self.template, {"DbAuth": mode}))
             self.assertEqual(stack.rejections(), [], mode)
             self.assertEqual(endpoint_problems(stack), [], mode)
+
+    def test_rds_iam_needs_a_database_name(self):
+        # Without a secret nothing names the database: "postgres" would park every user.
+        stack = Stack(self.deployed, parameter_set(self.template, {"DbAuth": "rds-iam", "DbName": ""}))
+        self.assertEqual([r for r in stack.rejections() if "DbName" in r], [
+            "RdsIamHasAResource: DbAuth=rds-iam needs DbName (the database holding public.users; there is no secret to name it)."])
+        for mode in ("secret", "dsql-iam"):  # the secret's dbname, DSQL's only database
+            stack = Stack(self.deployed, parameter_set(self.template, {"DbAuth": mode, "DbName": ""}))
+            self.assertEqual(stack.rejections(), [], mode)
 
     def test_an_ignored_secrets_manager_group_is_not_taken_for_sqs(self):
         for cidr in ("", VPC_CIDR):
