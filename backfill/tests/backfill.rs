@@ -495,6 +495,66 @@ async fn logs_in_with_an_iam_token_in_both_iam_modes() {
     assert_eq!(world.rows(), 4);
 }
 
+/// On an operator's machine the AWS credentials come from a profile: `credential_process` (the
+/// one checked end to end here: the IAM token is signed with what it prints) and SSO both work,
+/// neither refused for want of an SDK feature.
+#[tokio::test]
+async fn takes_its_aws_credentials_from_a_profile() {
+    let world = World::new().await;
+    world.populate(2, 0, 0).await;
+    let dir = local_stack::scratch_dir("profile");
+    let called = dir.path().join("called");
+    let config = dir.path().join("config");
+    let script = format!(
+        "touch {}; echo '{{\"Version\": 1, \"AccessKeyId\": \"test\", \"SecretAccessKey\": \"{SECRET_KEY}\"}}'",
+        called.display()
+    );
+    std::fs::write(dir.path().join("creds.sh"), script).expect("creds.sh");
+    let sso_cache = dir.path().join(".aws/sso/cache");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile operator]\nregion = us-east-1\ncredential_process = sh {}/creds.sh\n\n\
+             [profile sso]\nregion = us-east-1\nsso_start_url = https://example.invalid/start\n\
+             sso_region = us-east-1\nsso_account_id = 111122223333\nsso_role_name = Operator\n",
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    let verifier = IamVerifier::start(world.stack, &world.db, "rds-iam", SECRET_KEY, MAX_AGE, 0);
+    let with_profile = |profile: &str| {
+        let mut env = world.iam_env(&verifier);
+        env.retain(|(key, _)| !key.starts_with("AWS_ACCESS_KEY") && !key.starts_with("AWS_SECRET"));
+        env.extend([
+            ("AWS_CONFIG_FILE", config.display().to_string()),
+            ("AWS_PROFILE", profile.to_owned()),
+            ("HOME", dir.path().display().to_string()),
+        ]);
+        world
+            .backfill_command_with(env, &[])
+            .output()
+            .expect("cognito-backfill runs")
+    };
+
+    let output = with_profile("operator");
+    assert!(output.status.success(), "{output:?}");
+    assert!(called.exists(), "the credential process ran");
+    assert_eq!(count(&output, "inserted:"), 2);
+    assert_eq!(
+        verifier.decisions(),
+        [format!("accepted {}", world.db.role)]
+    );
+
+    // No SSO login was made (no cached token): refused for that, not for a missing feature.
+    std::fs::create_dir_all(&sso_cache).expect("sso cache");
+    let output = with_profile("sso");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("cargo feature"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("sso"), "{stderr}");
+    assert_eq!(world.rows(), 2);
+}
+
 /// Tokens live 15 minutes, a backfill may run longer: when the token it holds is refused on a
 /// new connection, it makes a new one (this verifier refuses tokens older than 3 s).
 #[tokio::test]
