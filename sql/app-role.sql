@@ -8,8 +8,9 @@
 -- Run after sql/schema.sql, in the application database, as the table's owner (on RDS: the master
 -- user); re-runnable:
 --   psql "$ADMIN_URL" -v app_role=cognito_post_confirmation -f sql/app-role.sql
--- Then give the role the password stored in the function's secret (rotation keeps them in step):
---   psql "$ADMIN_URL" -c "ALTER ROLE cognito_post_confirmation PASSWORD '…'"
+-- Then give the role the password stored in the function's secret (rotation keeps them in step),
+-- in an interactive psql, so that it lands in no shell history, process list or server log:
+--   \password cognito_post_confirmation
 -- The tests and the local stack run the function as a role made by exactly this file.
 
 \set ON_ERROR_STOP on

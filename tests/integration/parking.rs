@@ -409,6 +409,32 @@ async fn a_hung_proxy_still_leaves_time_to_park() {
     assert_eq!(queues.peek(&queues.park_url).await.len(), 2);
 }
 
+/// A secret that does not match the database is not the user's fault: with a park queue the user
+/// is parked (Cognito sees success), each replay fails the same way, and once the secret is fixed
+/// the replay writes the row.
+#[tokio::test]
+async fn a_wrong_password_parks_the_user_and_the_replay_writes_once_it_is_fixed() {
+    let test = TestApp::new().await;
+    let queues = Queues::create(&test, 5).await;
+    test.db.put_secret_password(&format!("wrong-{}", unique()));
+    let app = test
+        .start_with(config_from(&parked_env(&test, &queues.park_url)))
+        .await;
+    let (sub, event) = new_user("wrong-secret");
+    invoke(&app, event).await.expect("parked");
+    assert_eq!(test.count_users(), 0);
+    let reports = Esm::run(&app, &queues, 1).await;
+    assert_eq!(
+        reports.concat().len(),
+        1,
+        "the replay fails while the secret is wrong"
+    );
+    test.db.put_secret_password(&test.db.app_password);
+    assert_eq!(Esm::run(&app, &queues, 5).await, [Vec::<String>::new()]);
+    assert_eq!(rows_per_user(&test), HashMap::from([(sub, 1)]));
+    assert!(queues.peek(&queues.park_url).await.is_empty());
+}
+
 #[tokio::test]
 async fn a_replay_of_a_user_who_already_has_a_row_succeeds_and_writes_nothing() {
     let test = TestApp::new().await;
