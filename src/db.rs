@@ -27,6 +27,13 @@ pub const INSERT_USER: &str = "INSERT INTO public.users (display_name, email, ha
      ON CONFLICT (cognito_user_id) DO NOTHING \
      RETURNING 1";
 
+/// [`INSERT_USER`] with `created_at` given (`$5`, a `timestamptz` that the `timestamp` column
+/// takes in the session's time zone, as it takes its default `current_timestamp`).
+pub const INSERT_USER_CREATED_AT: &str = "INSERT INTO public.users (display_name, email, handle, cognito_user_id, created_at) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (cognito_user_id) DO NOTHING \
+     RETURNING 1";
+
 /// What the INSERT did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -96,7 +103,16 @@ pub async fn connect(
 
 /// Runs the idempotent INSERT for `user`, on its own (one round trip, autocommit).
 pub async fn insert_user(client: &Client, user: &NewUser) -> Result<Outcome, Error> {
-    outcome(client.query_typed(INSERT_USER, &params(user)).await?)
+    let params = params(user);
+    let rows = match &user.created_at {
+        None => client.query_typed(INSERT_USER, &params).await?,
+        Some(created_at) => {
+            let mut params = params.to_vec();
+            params.push((created_at, Type::TIMESTAMPTZ));
+            client.query_typed(INSERT_USER_CREATED_AT, &params).await?
+        }
+    };
+    outcome(rows)
 }
 
 fn params(user: &NewUser) -> [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] {

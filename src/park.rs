@@ -72,23 +72,23 @@ pub fn encode(user: &NewUser, parked_at: SystemTime) -> String {
     ascii
 }
 
-/// A parked message body back into the user to record, checked as the event's attributes are;
-/// and when it was parked.
+/// A parked message body back into the user to record, checked as the event's attributes are and
+/// with `created_at` the time it was parked (capped at now), and that time.
 pub fn decode(body: &str) -> Result<(NewUser, SystemTime), UndecodableMessage> {
     let parked: Parked = serde_json::from_str(body).map_err(|_| UndecodableMessage::Shape)?;
     if parked.v != VERSION {
         return Err(UndecodableMessage::Shape);
     }
-    let user = NewUser::checked(
+    let mut user = NewUser::checked(
         &parked.sub,
         &parked.email,
         &parked.handle,
         &parked.display_name,
     )?;
-    Ok((
-        user,
-        UNIX_EPOCH + Duration::from_millis(parked.parked_at_ms),
-    ))
+    let parked_at = UNIX_EPOCH + Duration::from_millis(parked.parked_at_ms);
+    // The row says when the user confirmed, as a direct write would, never a time to come.
+    user.created_at = Some(parked_at.min(SystemTime::now()));
+    Ok((user, parked_at))
 }
 
 /// The queue users are parked on.
@@ -152,8 +152,20 @@ mod tests {
                 body.chars().all(|c| c.is_ascii() && !c.is_ascii_control()),
                 "{body}"
             );
-            assert_eq!(decode(&body).unwrap(), (user(name), at));
+            let confirmed = NewUser {
+                created_at: Some(at),
+                ..user(name)
+            };
+            assert_eq!(decode(&body).unwrap(), (confirmed, at));
         }
+        // A time to come (another environment's clock, a hand-made message) is not written.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let (user, parked_at) = decode(&encode(&user("Ada"), later)).unwrap();
+        assert_eq!(
+            parked_at,
+            UNIX_EPOCH + Duration::from_millis(crate::deadline::epoch_ms(later))
+        );
+        assert!(user.created_at.unwrap() <= SystemTime::now());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::SystemTime;
 
 /// Cognito allows attribute values of up to 2048 characters.
 pub const MAX_ATTRIBUTE_CHARS: usize = 2048;
@@ -20,6 +21,9 @@ pub struct NewUser {
     pub handle: String,
     /// `display_name` ← `name`, else the handle.
     pub display_name: String,
+    /// `created_at`, when it is not the time of the INSERT: a parked user's is the time they were
+    /// parked, which is when they confirmed. `None`: the column's default, `current_timestamp`.
+    pub created_at: Option<SystemTime>,
 }
 
 impl fmt::Debug for NewUser {
@@ -62,6 +66,7 @@ impl NewUser {
             email: email.to_owned(),
             handle: handle.to_owned(),
             display_name: display_name.to_owned(),
+            created_at: None,
         })
     }
 }
@@ -85,6 +90,7 @@ impl NewUser {
             email: required("email", email)?,
             handle: required("handle", handle)?,
             display_name: required("display_name", display_name)?,
+            created_at: None,
         })
     }
 }

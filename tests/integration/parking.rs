@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use cognito_post_confirmation::App;
@@ -407,6 +407,45 @@ async fn a_hung_proxy_still_leaves_time_to_park() {
     }
     stack.bouncer.resume();
     assert_eq!(queues.peek(&queues.park_url).await.len(), 2);
+}
+
+/// A replayed row says when the user confirmed (the time they were parked), as a direct write
+/// would, not when the replay ran (an outage, or a redrive from the dead-letter queue days later).
+#[tokio::test]
+async fn a_replayed_row_keeps_the_time_the_user_confirmed() {
+    let test = TestApp::new().await;
+    let queues = Queues::create(&test, 5).await;
+    let app = test
+        .start_with(config_from(&parked_env(&test, &queues.park_url)))
+        .await;
+    let (sub, event) = new_user("direct");
+    invoke(&app, event).await.expect("recorded now");
+    let late = format!("{sub}-late");
+    let user = NewUser::checked(&late, "late@example.com", "late", "Late").expect("a user");
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let ms = an_hour_ago
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    queues.send(&park::encode(&user, an_hour_ago)).await;
+    assert_eq!(Esm::run(&app, &queues, 5).await, [Vec::<String>::new()]);
+    let created = |sub: &str| {
+        test.query(&format!(
+            "SELECT created_at = to_timestamp({ms} / 1000.0)::timestamp, \
+                    created_at > now()::timestamp - interval '1 minute' \
+             FROM public.users WHERE cognito_user_id = '{sub}'"
+        ))
+    };
+    assert_eq!(
+        created(&late),
+        ["t|f"],
+        "the time it was parked, to the millisecond"
+    );
+    assert_eq!(
+        created(&sub),
+        ["f|t"],
+        "a direct write: the time of the INSERT"
+    );
 }
 
 /// A secret that does not match the database is not the user's fault: with a park queue the user
