@@ -112,6 +112,10 @@ impl Config {
                 if get("DB_HOST").is_none() {
                     return Err(ConfigError::Missing("DB_HOST"));
                 }
+                // No secret names the database, and "postgres" is DSQL's only one, not RDS's.
+                if mode == "rds-iam" && get("DB_NAME").is_none() {
+                    return Err(ConfigError::Missing("DB_NAME"));
+                }
                 Auth::Iam {
                     service: if mode == "rds-iam" {
                         IamService::Rds
@@ -306,12 +310,28 @@ mod tests {
     #[test]
     fn iam_modes_need_host_and_user_and_no_secret() {
         for (mode, service) in [("rds-iam", IamService::Rds), ("dsql-iam", IamService::Dsql)] {
-            let config = config(&[
+            let minimal = [
                 ("DB_AUTH", mode),
                 ("DB_HOST", "db.example"),
                 ("DB_USER", "app"),
-            ])
-            .unwrap();
+            ];
+            let config = match service {
+                // With RDS nothing else names the database: DB_NAME is required.
+                IamService::Rds => {
+                    let error = super::tests::config(&minimal).unwrap_err();
+                    assert_eq!(error, ConfigError::Missing("DB_NAME"));
+                    assert_eq!(error.to_string(), "DB_NAME must be set");
+                    let config = config(&[minimal.as_slice(), &[("DB_NAME", "app")]].concat());
+                    assert_eq!(config.as_ref().unwrap().dbname.as_deref(), Some("app"));
+                    config.unwrap()
+                }
+                // DSQL has one database, `postgres`, the default.
+                IamService::Dsql => {
+                    let config = config(&minimal).unwrap();
+                    assert_eq!(config.dbname, None);
+                    config
+                }
+            };
             assert_eq!(
                 config.auth,
                 Auth::Iam {
@@ -320,10 +340,10 @@ mod tests {
                 }
             );
             assert_eq!(config.port, None);
-            assert_eq!(config.dbname, None);
             let error = super::tests::config(&[("DB_AUTH", mode), ("DB_USER", "app")]);
             assert_eq!(error, Err(ConfigError::Missing("DB_HOST")));
-            let error = super::tests::config(&[("DB_AUTH", mode), ("DB_HOST", "h")]);
+            let error =
+                super::tests::config(&[("DB_AUTH", mode), ("DB_HOST", "h"), ("DB_NAME", "d")]);
             assert_eq!(error, Err(ConfigError::Missing("DB_USER")));
             let error = super::tests::config(&[
                 ("DB_AUTH", mode),
