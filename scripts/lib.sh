@@ -18,7 +18,8 @@ start_stack() {
   echo "==> building the function and the local stack"
   cargo build --locked --workspace --bins
   echo "==> starting PostgreSQL, PgBouncer and moto (log: $work/stack.log)"
-  # local-stack stops everything when its stdin closes; the fifo is held open until cleanup.
+  # local-stack stops everything when its stdin closes (if this script is killed outright), or,
+  # through its janitor, when cleanup's SIGTERM ends it; the fifo is held open until then.
   rm -f "$work/hold" && mkfifo "$work/hold"
   target/debug/local-stack up --env-file "$work/env" --sam-env-file "$work/sam-env.json" \
     <"$work/hold" >"$work/stack.log" 2>&1 &
