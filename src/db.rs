@@ -21,16 +21,11 @@ use crate::user::NewUser;
 pub const APPLICATION_NAME: &str = "cognito-post-confirmation";
 
 /// Inserts the user unless a row with the same `cognito_user_id` exists. `RETURNING` tells the two
-/// apart; an existing row is never updated.
-pub const INSERT_USER: &str = "INSERT INTO public.users (display_name, email, handle, cognito_user_id) \
-     VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (cognito_user_id) DO NOTHING \
-     RETURNING 1";
-
-/// [`INSERT_USER`] with `created_at` given (`$5`, a `timestamptz` that the `timestamp` column
-/// takes in the session's time zone, as it takes its default `current_timestamp`).
-pub const INSERT_USER_CREATED_AT: &str = "INSERT INTO public.users (display_name, email, handle, cognito_user_id, created_at) \
-     VALUES ($1, $2, $3, $4, $5) \
+/// apart; an existing row is never updated. `created_at` is `$5` when given (a parked user's), else
+/// `current_timestamp` as the column's default: a `timestamptz` either way, which the `timestamp`
+/// column takes in the session's time zone.
+pub const INSERT_USER: &str = "INSERT INTO public.users (display_name, email, handle, cognito_user_id, created_at) \
+     VALUES ($1, $2, $3, $4, coalesce($5, current_timestamp)) \
      ON CONFLICT (cognito_user_id) DO NOTHING \
      RETURNING 1";
 
@@ -103,24 +98,16 @@ pub async fn connect(
 
 /// Runs the idempotent INSERT for `user`, on its own (one round trip, autocommit).
 pub async fn insert_user(client: &Client, user: &NewUser) -> Result<Outcome, Error> {
-    let params = params(user);
-    let rows = match &user.created_at {
-        None => client.query_typed(INSERT_USER, &params).await?,
-        Some(created_at) => {
-            let mut params = params.to_vec();
-            params.push((created_at, Type::TIMESTAMPTZ));
-            client.query_typed(INSERT_USER_CREATED_AT, &params).await?
-        }
-    };
-    outcome(rows)
+    outcome(client.query_typed(INSERT_USER, &params(user)).await?)
 }
 
-fn params(user: &NewUser) -> [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] {
+fn params(user: &NewUser) -> [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 5] {
     [
         (&user.display_name, Type::TEXT),
         (&user.email, Type::TEXT),
         (&user.handle, Type::TEXT),
         (&user.sub, Type::TEXT),
+        (&user.created_at, Type::TIMESTAMPTZ),
     ]
 }
 
