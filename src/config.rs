@@ -322,8 +322,9 @@ mod tests {
                     assert_eq!(error, ConfigError::Missing("DB_NAME"));
                     assert_eq!(error.to_string(), "DB_NAME must be set");
                     let config = config(&[minimal.as_slice(), &[("DB_NAME", "app")]].concat());
-                    assert_eq!(config.as_ref().unwrap().dbname.as_deref(), Some("app"));
-                    config.unwrap()
+                    let config = config.unwrap();
+                    assert_eq!(config.dbname.as_deref(), Some("app"));
+                    config
                 }
                 // DSQL has one database, `postgres`, the default.
                 IamService::Dsql => {

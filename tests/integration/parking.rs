@@ -242,6 +242,12 @@ fn parked_env(test: &TestApp<'_>, queue_url: &str) -> HashMap<&'static str, Stri
     env
 }
 
+/// The function, started with `queues`' park queue.
+async fn parked_app(test: &TestApp<'_>, queues: &Queues) -> App {
+    test.start_with(config_from(&parked_env(test, &queues.park_url)))
+        .await
+}
+
 fn new_user(tag: &str) -> (String, Value) {
     let sub = format!("sub-{tag}-{}", unique());
     let email = format!("private.{sub}@example.com");
@@ -393,9 +399,7 @@ async fn a_hung_proxy_still_leaves_time_to_park() {
     let stack = Stack::start();
     let test = TestApp::on(&stack).await;
     let queues = Queues::create(&test, 5).await;
-    let app = test
-        .start_with(config_from(&parked_env(&test, &queues.park_url)))
-        .await;
+    let app = parked_app(&test, &queues).await;
     invoke(&app, new_user("warm").1).await.expect("warm");
     stack.bouncer.pause();
     for budget in [Duration::from_secs(5), Duration::from_millis(1200)] {
@@ -415,9 +419,7 @@ async fn a_hung_proxy_still_leaves_time_to_park() {
 async fn a_replayed_row_keeps_the_time_the_user_confirmed() {
     let test = TestApp::new().await;
     let queues = Queues::create(&test, 5).await;
-    let app = test
-        .start_with(config_from(&parked_env(&test, &queues.park_url)))
-        .await;
+    let app = parked_app(&test, &queues).await;
     let (sub, event) = new_user("direct");
     invoke(&app, event).await.expect("recorded now");
     let late = format!("{sub}-late");
@@ -456,9 +458,7 @@ async fn a_wrong_password_parks_the_user_and_the_replay_writes_once_it_is_fixed(
     let test = TestApp::new().await;
     let queues = Queues::create(&test, 5).await;
     test.db.put_secret_password(&format!("wrong-{}", unique()));
-    let app = test
-        .start_with(config_from(&parked_env(&test, &queues.park_url)))
-        .await;
+    let app = parked_app(&test, &queues).await;
     let (sub, event) = new_user("wrong-secret");
     invoke(&app, event).await.expect("parked");
     assert_eq!(test.count_users(), 0);
@@ -480,7 +480,7 @@ async fn a_replay_of_a_user_who_already_has_a_row_succeeds_and_writes_nothing() 
     let queues = Queues::create(&test, 5).await;
     let metrics = Metrics::default();
     let app = metrics.attach(
-        test.start_with(config_from(&parked_env(&test, &queues.park_url)))
+        parked_app(&test, &queues)
             .await
             .with_metrics_level(Some("WARN")),
     );
@@ -514,10 +514,7 @@ async fn poison_messages_end_in_the_dead_letter_queue_and_the_rest_of_the_batch_
     let test = TestApp::new().await;
     let queues = Queues::create(&test, MAX_RECEIVES).await;
     let metrics = Metrics::default();
-    let app = metrics.attach(
-        test.start_with(config_from(&parked_env(&test, &queues.park_url)))
-            .await,
-    );
+    let app = metrics.attach(parked_app(&test, &queues).await);
     let (sub, _) = new_user("good");
     let good = NewUser::checked(&sub, "good@example.com", "good", "Good").expect("a user");
     let poison = [
@@ -558,9 +555,7 @@ async fn poison_messages_end_in_the_dead_letter_queue_and_the_rest_of_the_batch_
 async fn a_user_refused_for_its_data_is_not_parked_and_fails_alone_in_a_replay() {
     let test = TestApp::new().await;
     let queues = Queues::create(&test, 5).await;
-    let app = test
-        .start_with(config_from(&parked_env(&test, &queues.park_url)))
-        .await;
+    let app = parked_app(&test, &queues).await;
     test.db.admin_psql(
         "ALTER TABLE public.users ADD CONSTRAINT refuse_one \
          CHECK (email <> 'refused@example.com')",
@@ -593,9 +588,7 @@ async fn an_unanswering_queue_returns_the_original_error_in_time() {
     let stack = Stack::start();
     let test = TestApp::on(&stack).await;
     let queues = Queues::create(&test, 5).await;
-    let app = test
-        .start_with(config_from(&parked_env(&test, &queues.park_url)))
-        .await;
+    let app = parked_app(&test, &queues).await;
     invoke(&app, new_user("warm").1).await.expect("warm");
     stack.bouncer.stop();
     stack.moto.pause();
