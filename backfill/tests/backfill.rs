@@ -30,7 +30,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 /// server), and a user pool in moto.
 struct World<'s> {
     stack: &'s Stack,
-    db: TestDb,
+    db: TestDb<'s>,
     cognito: Cognito,
     pool: String,
 }

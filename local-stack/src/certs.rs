@@ -51,7 +51,6 @@ impl Certs {
             Ok([ca_cert.pem(), cert.pem(), key.serialize_pem()])
         };
         let pems = build().context("generate test certificates")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let certs = Certs {
             ca_pem: dir.join("ca.pem"),
             server_cert: dir.join("server.crt"),

@@ -29,15 +29,13 @@ enum Cli {
     },
 }
 
-/// Writes `text` to `path` whole: whoever waits for the file never sees half of it.
-fn write_whole(path: &Path, text: &str) -> Result<()> {
+/// Writes `text` to `path`, creating its directory (complete before `ready` is printed).
+fn write_file(path: &Path, text: &str) -> Result<()> {
     let write = || -> io::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)
+        std::fs::write(path, text)
     };
     write().with_context(|| format!("cannot write {}", path.display()))
 }
@@ -51,9 +49,9 @@ fn main() -> Result<()> {
     let stack = Stack::try_start()?;
     let db = stack.create_app_database("app", "app", SCHEMA)?;
     let env: String = db.env().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    write_whole(&env_file, &env)?;
+    write_file(&env_file, &env)?;
     if let Some(path) = &sam_env_file {
-        write_whole(path, &db.sam_env("PostConfirmationFunction")?.to_string())?;
+        write_file(path, &db.sam_env("PostConfirmationFunction")?.to_string())?;
     }
     eprintln!(
         "local-stack: PgBouncer localhost:{} (TLS), PostgreSQL 127.0.0.1:{}, Secrets Manager {}; \

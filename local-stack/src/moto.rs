@@ -1,6 +1,6 @@
 //! moto's server: the local stand-in for AWS Secrets Manager and SQS.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ impl Moto {
     /// Starts `moto_server` on a free port and waits until it answers a Secrets Manager call.
     pub fn launch() -> Result<Moto> {
         let server = Server::launch(&MOTO, instance_dir("moto")?, |_, _| Ok(()))
-            .context("start moto_server (run scripts/install-deps.sh, or set MOTO_SERVER)")?;
+            .context("start moto_server (is it installed? scripts/install-deps.sh)")?;
         Ok(Moto { server })
     }
 
@@ -66,8 +66,7 @@ impl Moto {
 
 fn moto_command(_dir: &Path, port: u16) -> Result<Command> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
-    let moto = std::env::var_os("MOTO_SERVER").map(PathBuf::from);
-    let mut cmd = Command::new(program(moto, venv, "moto_server"));
+    let mut cmd = Command::new(program(venv, "moto_server"));
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("PYTHONUNBUFFERED", "1");
     Ok(cmd)

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,8 +23,7 @@ const RELOADED: &str = "got SIGHUP, re-reading config";
 static PGBOUNCER: Kind = Kind {
     name: "pgbouncer",
     command: |dir, _| {
-        let from_env = std::env::var_os("PGBOUNCER").map(PathBuf::from);
-        let mut cmd = Command::new(program(from_env, "/usr/sbin/pgbouncer".into(), "pgbouncer"));
+        let mut cmd = Command::new(program("/usr/sbin/pgbouncer".into(), "pgbouncer"));
         as_service_user(cmd.arg(dir.join("pgbouncer.ini")))?;
         Ok(cmd)
     },

@@ -44,14 +44,9 @@ pub struct Postgres {
     pub(crate) server: Server,
 }
 
-/// `$PG_BIN/<tool>`, else Debian's PostgreSQL 15 directory, else `PATH`.
+/// `<tool>` from Debian's PostgreSQL 15 directory, else from `PATH`.
 fn pg_bin(tool: &str) -> PathBuf {
-    let from_env = std::env::var_os("PG_BIN").map(|dir| Path::new(&dir).join(tool));
-    program(
-        from_env,
-        Path::new("/usr/lib/postgresql/15/bin").join(tool),
-        tool,
-    )
+    program(Path::new("/usr/lib/postgresql/15/bin").join(tool), tool)
 }
 
 impl Postgres {

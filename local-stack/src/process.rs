@@ -88,10 +88,7 @@ pub(crate) fn write_service_file(path: &Path, contents: &[u8]) -> Result<()> {
 /// Reads `group PGID DIR` and `dir DIR` lines until end of input, then stops the groups still
 /// running in their directory and removes the directories.
 const JANITOR: &str = r#"
-set -f
-entries=""
-while IFS= read -r line; do entries="$entries
-$line"; done
+entries="$(cat)"
 stop() {
   printf '%s\n' "$entries" | while read -r kind pgid dir; do
     [ "$kind" = group ] || continue
@@ -255,7 +252,6 @@ impl Server {
         if running(&mut slot).is_some() {
             return Ok(());
         }
-        // In its own process group, registered with the janitor, its output appended to the log.
         let log = self.dir().join(format!("{}.log", self.kind.name));
         let out = OpenOptions::new().create(true).append(true).open(&log);
         let out = out.with_context(|| format!("open {}", log.display()))?;
@@ -335,10 +331,10 @@ fn pid(child: &Child) -> Pid {
     Pid::from_raw(child.id() as i32)
 }
 
-/// Where a program is: the path from its environment variable (`from_env`), else `known` if it
-/// exists (Debian's place, the workspace's `.venv`), else `name` looked up on `PATH`.
-pub(crate) fn program(from_env: Option<PathBuf>, known: PathBuf, name: &str) -> PathBuf {
-    from_env.unwrap_or_else(|| if known.exists() { known } else { name.into() })
+/// Where a program is: `known` if it exists (Debian's place, the workspace's `.venv`), else `name`
+/// looked up on `PATH`.
+pub(crate) fn program(known: PathBuf, name: &str) -> PathBuf {
+    if known.exists() { known } else { name.into() }
 }
 
 /// Ready once it accepts TCP connections.

@@ -1,8 +1,7 @@
 //! The stack, and one test's database on it.
 
-use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
@@ -19,13 +18,13 @@ use crate::process::instance_dir;
 /// The local stand-ins for RDS (PostgreSQL 15 with TLS), RDS Proxy (PgBouncer in front of it:
 /// what the function connects to, as `localhost`) and AWS (moto), with the certificates both
 /// servers present. Tests drive each piece (`stack.pg.stop()`, `stack.moto.pause()`, ...).
-/// Dropping a `Stack` stops everything and removes its files (once no [`TestDb`] of it is left);
-/// the one from [`Stack::shared`] is stopped by the janitor when the process exits.
+/// Dropping a `Stack` stops everything and removes its files; the one from [`Stack::shared`] is
+/// stopped by the janitor when the process exits.
 #[derive(Debug)]
 pub struct Stack {
-    pub bouncer: Arc<PgBouncer>,
-    pub pg: Arc<Postgres>,
-    pub moto: Arc<Moto>,
+    pub bouncer: PgBouncer,
+    pub pg: Postgres,
+    pub moto: Moto,
     pub certs: Certs,
     seq: AtomicU32,
     /// Holds the certificates.
@@ -51,9 +50,9 @@ impl Stack {
         let (pg, moto) = (pg?, moto?);
         let bouncer = PgBouncer::start_for(&pg, &certs)?;
         Ok(Stack {
-            bouncer: Arc::new(bouncer),
-            pg: Arc::new(pg),
-            moto: Arc::new(moto),
+            bouncer,
+            pg,
+            moto,
             certs,
             seq: AtomicU32::new(0),
             _dir: dir,
@@ -73,7 +72,7 @@ impl Stack {
     /// A new database `test_<n>` made by `schema_sql`, with its own login role `test_<n>_app` and
     /// secret `test_<n>` (see [`Stack::create_app_database`]): a test can rotate its password
     /// without disturbing tests running in parallel. Panics on failure.
-    pub fn new_database(&self, schema_sql: &str) -> TestDb {
+    pub fn new_database(&self, schema_sql: &str) -> TestDb<'_> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("test_{n}");
         let db = self.create_app_database(&name, &format!("{name}_app"), schema_sql);
@@ -84,7 +83,12 @@ impl Stack {
     /// `public.users` with `cognito_user_id`) and login role `role` with a random password and
     /// exactly the rights sql/app-role.sql gives the function's role; makes PgBouncer accept the
     /// role and stores an RDS-style secret named `name` in moto.
-    pub fn create_app_database(&self, name: &str, role: &str, schema_sql: &str) -> Result<TestDb> {
+    pub fn create_app_database(
+        &self,
+        name: &str,
+        role: &str,
+        schema_sql: &str,
+    ) -> Result<TestDb<'_>> {
         let password = format!("{:016x}{:016x}", getrandom::u64()?, getrandom::u64()?);
         let sql = "CREATE DATABASE :\"db\"; CREATE ROLE :\"role\" LOGIN PASSWORD :'password'";
         let vars = [("db", name), ("role", role), ("password", &password)];
@@ -99,10 +103,7 @@ impl Stack {
             role: role.to_owned(),
             secret_id: name.to_owned(),
             app_password: password,
-            ca_pem: self.certs.ca_pem.clone(),
-            pg: Arc::clone(&self.pg),
-            bouncer: Arc::clone(&self.bouncer),
-            moto: Arc::clone(&self.moto),
+            stack: self,
         };
         self.moto
             .create_secret(name, &db.secret_json(&db.app_password))?;
@@ -110,40 +111,24 @@ impl Stack {
     }
 }
 
-/// A database of a [`Stack`] with its own login role and its secret in moto. It holds its own
-/// handles to the stack's servers (no borrow), so it can be kept in a test's struct. Its methods
-/// that return no `Result` panic with the reason.
+/// A database of a [`Stack`] with its own login role and its secret in moto. Its methods that
+/// return no `Result` panic with the reason.
 #[derive(Debug)]
-pub struct TestDb {
+pub struct TestDb<'s> {
     pub name: String,
     /// The function's login role (`username` in the secret).
     pub role: String,
     pub secret_id: String,
     /// The password the role was created with ([`TestDb::rotate_password`] does not update it).
     pub app_password: String,
-    ca_pem: PathBuf,
-    pg: Arc<Postgres>,
-    bouncer: Arc<PgBouncer>,
-    moto: Arc<Moto>,
+    stack: &'s Stack,
 }
 
-impl TestDb {
+impl TestDb<'_> {
     /// [`Postgres::admin_psql`] in this database.
     pub fn admin_psql(&self, sql: &str) -> String {
         let what = format!("admin SQL in {}", self.name);
-        or_panic(self.pg.admin_psql(&self.name, sql, &[]), what)
-    }
-
-    /// A libpq connection string for an admin session in this database over the unix socket, for
-    /// tests that need a session of their own (e.g. to hold a lock).
-    pub fn admin_conninfo(&self) -> String {
-        let socket_dir = self.pg.socket_dir();
-        format!(
-            "host={} port={} user=postgres dbname={}",
-            socket_dir.display(),
-            self.pg.port(),
-            self.name
-        )
+        or_panic(self.stack.pg.admin_psql(&self.name, sql, &[]), what)
     }
 
     /// The RDS-format secret for this database with `password`:
@@ -153,7 +138,7 @@ impl TestDb {
             "username": self.role,
             "password": password,
             "host": "localhost",
-            "port": self.bouncer.port(),
+            "port": self.stack.bouncer.port(),
             "dbname": self.name,
             "engine": "postgres",
         })
@@ -164,18 +149,18 @@ impl TestDb {
     /// then PgBouncer's auth file (reloaded), then the secret's current version.
     pub fn rotate_password(&self, new_password: &str) {
         let rotate = || -> Result<()> {
-            self.pg.set_password(&self.role, new_password)?;
-            self.bouncer.refresh_auth(&self.pg, &self.role)?;
-            self.moto
-                .put_secret_value(&self.secret_id, &self.secret_json(new_password))
+            self.stack.pg.set_password(&self.role, new_password)?;
+            self.stack.bouncer.refresh_auth(&self.stack.pg, &self.role)
         };
         or_panic(rotate(), format!("rotating the password of {}", self.role));
+        self.put_secret_password(new_password);
     }
 
     /// Puts a new secret version with `password` and changes nothing else: a secret that no
     /// longer matches the database (or, with the right password, one that is fixed again).
     pub fn put_secret_password(&self, password: &str) {
         let put = self
+            .stack
             .moto
             .put_secret_value(&self.secret_id, &self.secret_json(password));
         or_panic(put, format!("updating secret {}", self.secret_id));
@@ -191,10 +176,10 @@ impl TestDb {
     pub fn bouncer_conninfo(&self) -> String {
         format!(
             "host=localhost port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
-            self.bouncer.port(),
+            self.stack.bouncer.port(),
             self.name,
             self.role,
-            self.ca_pem.display()
+            self.stack.certs.ca_pem.display()
         )
     }
 
@@ -204,15 +189,15 @@ impl TestDb {
     /// empty meaning unset: this file wins over the shell's environment, which SAM would
     /// otherwise pass on (a `DB_CA_FILE` naming a host path, say).
     pub fn sam_env(&self, function: &str) -> Result<serde_json::Value> {
-        let ca = std::fs::read_to_string(&self.ca_pem)
-            .with_context(|| format!("read {}", self.ca_pem.display()))?;
+        let ca = std::fs::read_to_string(&self.stack.certs.ca_pem)
+            .with_context(|| format!("read {}", self.stack.certs.ca_pem.display()))?;
         Ok(json!({
             function: {
                 "DB_AUTH": "",
                 "DB_SECRET_ID": self.secret_id,
                 "DB_USER": "",
                 "DB_HOST": "localhost",
-                "DB_PORT": self.bouncer.port().to_string(),
+                "DB_PORT": self.stack.bouncer.port().to_string(),
                 "DB_NAME": self.name,
                 "DB_CA_FILE": "",
                 "DB_CA_PEM": ca,
@@ -220,7 +205,7 @@ impl TestDb {
                 "DB_STATEMENT_TIMEOUT_MS": "",
                 "DEADLINE_MARGIN_MS": "",
                 "PARK_QUEUE_URL": "",
-                "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.moto.endpoint(),
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.stack.moto.endpoint(),
                 "AWS_ENDPOINT_URL_SQS": "",
             }
         }))
@@ -232,18 +217,21 @@ impl TestDb {
         vec![
             ("DB_SECRET_ID", self.secret_id.clone()),
             ("DB_HOST", "localhost".to_owned()),
-            ("DB_PORT", self.bouncer.port().to_string()),
+            ("DB_PORT", self.stack.bouncer.port().to_string()),
             ("DB_NAME", self.name.clone()),
-            ("DB_CA_FILE", self.ca_pem.display().to_string()),
-            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", self.moto.endpoint()),
+            ("DB_CA_FILE", self.stack.certs.ca_pem.display().to_string()),
+            (
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+                self.stack.moto.endpoint(),
+            ),
             ("AWS_REGION", REGION.to_owned()),
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
             (
                 "PG_ADMIN_SOCKET_DIR",
-                self.pg.socket_dir().display().to_string(),
+                self.stack.pg.socket_dir().display().to_string(),
             ),
-            ("PG_PORT", self.pg.port().to_string()),
+            ("PG_PORT", self.stack.pg.port().to_string()),
         ]
     }
 }

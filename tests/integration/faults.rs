@@ -211,8 +211,14 @@ async fn a_blocked_insert_times_out_at_the_deadline_is_rolled_back_and_the_next_
     let user = new_user();
 
     // Another session holds a lock on the table, so the INSERT blocks.
+    let admin = format!(
+        "host={} port={} user=postgres dbname={}",
+        stack.pg.socket_dir().display(),
+        stack.pg.port(),
+        test.db.name
+    );
     let mut locker = Command::new("psql")
-        .arg(test.db.admin_conninfo())
+        .arg(admin)
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -17,7 +17,7 @@ pub use local_stack::SCHEMA;
 /// One test's world: its own database and secret on the shared stack.
 pub struct TestApp<'s> {
     pub stack: &'s Stack,
-    pub db: TestDb,
+    pub db: TestDb<'s>,
     pub sdk: SdkConfig,
 }
 
