@@ -38,7 +38,8 @@ $$;
 SELECT format('CREATE ROLE %I LOGIN', :'app_role')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'app_role') \gexec
 
--- No rights from other roles it might have been granted, and no role or database creation.
+-- No rights from other roles it is a member of (the memberships go last), and no role or
+-- database creation.
 SELECT format('ALTER ROLE %I LOGIN NOCREATEDB NOCREATEROLE NOINHERIT', :'app_role') \gexec
 
 -- Server-side backstops for every session of this role (the function never sends SET: RDS Proxy
@@ -60,3 +61,16 @@ SELECT format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', :'app_role
 SELECT format('REVOKE ALL ON SCHEMA public FROM %I', :'app_role') \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'app_role') \gexec
 SELECT format('GRANT INSERT, SELECT (cognito_user_id) ON public.users TO %I', :'app_role') \gexec
+
+-- Last, no membership in another role but rds_iam (how RDS lets it log in with an IAM token):
+-- NOINHERIT above keeps a membership's rights from applying by themselves, but not from being
+-- taken with SET ROLE, and from PostgreSQL 16 a grant made WITH INHERIT TRUE inherits anyway. A
+-- membership this user may not revoke (granted by another role, on 16 or later) stops the file
+-- here with PostgreSQL's error, everything above done.
+SELECT format('REVOKE %I FROM %I', r.rolname, :'app_role')
+  || coalesce(' GRANTED BY ' || quote_ident(g.rolname), '')
+FROM pg_auth_members m
+JOIN pg_roles r ON r.oid = m.roleid
+LEFT JOIN pg_roles g ON g.oid = m.grantor
+WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = :'app_role') AND r.rolname <> 'rds_iam'
+\gexec

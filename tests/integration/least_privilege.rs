@@ -106,6 +106,42 @@ async fn rerunning_app_role_sql_takes_back_wider_grants() {
         .expect("still granted");
 }
 
+/// A role the function's role was made a member of lends it its rights through SET ROLE, however
+/// NOINHERIT the function's role is: running sql/app-role.sql again takes every membership back,
+/// but `rds_iam`, which RDS needs for IAM logins.
+#[tokio::test]
+async fn rerunning_app_role_sql_takes_back_memberships_but_rds_iam() {
+    let test = TestApp::new().await;
+    let role = &test.db.role;
+    let reader = format!("{role}_reader");
+    test.query(&format!(
+        "CREATE ROLE \"{reader}\"; GRANT SELECT ON public.users TO \"{reader}\"; \
+         GRANT \"{reader}\", pg_read_all_data TO \"{role}\"; \
+         DO $$ BEGIN CREATE ROLE rds_iam; EXCEPTION WHEN duplicate_object THEN END $$; \
+         GRANT rds_iam TO \"{role}\""
+    ));
+    for sql in [
+        format!("SET ROLE \"{reader}\"; SELECT email FROM public.users"),
+        "SET ROLE pg_read_all_data; SELECT email FROM public.users".to_owned(),
+    ] {
+        test.db.psql_as_app(&sql).expect("a member for now");
+    }
+    test.stack
+        .pg
+        .admin_psql(&test.db.name, APP_ROLE_SQL, &[("app_role", role)])
+        .expect("sql/app-role.sql again");
+    for target in [reader.as_str(), "pg_read_all_data"] {
+        let sql = format!("SET ROLE \"{target}\"; SELECT email FROM public.users");
+        let error = test.db.psql_as_app(&sql).expect_err(&sql);
+        assert!(error.contains("permission denied to set role"), "{error}");
+    }
+    let memberships = test.query(&format!(
+        "SELECT string_agg(r.rolname, ',') FROM pg_auth_members m \
+         JOIN pg_roles r ON r.oid = m.roleid WHERE m.member = '\"{role}\"'::regrole"
+    ));
+    assert_eq!(memberships, ["rds_iam"]);
+}
+
 /// Before PostgreSQL 15 every role (PUBLIC) may create in schema public, which nothing done to
 /// one role can take away: sql/app-role.sql refuses such a database, says what to run, and
 /// changes nothing; once PUBLIC has lost it, it goes through and its role cannot create.
