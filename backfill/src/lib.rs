@@ -148,13 +148,12 @@ fn refused_for_good(refused: &str) -> Fatal {
     ))
 }
 
-fn could_not_connect(credentials: &Credentials, error: &tokio_postgres::Error) -> String {
-    format!(
-        "could not connect to the database at {}:{}: {}",
-        credentials.host,
-        credentials.port,
-        db::describe(error)
-    )
+/// Why a connection could not be opened, said with the database's address.
+enum NotConnected {
+    /// The login was refused: stale credentials, or wrong ones.
+    Refused(String),
+    /// Anything else (no route, no answer, TLS): the credentials are not in question.
+    Failed(String),
 }
 
 /// The database side: one connection, replaced once per user if it dies. The credentials are
@@ -196,15 +195,13 @@ impl Database {
             Some(held) => held,
             None => self.fetch_credentials().await.map_err(Failure::User)?,
         };
-        let refused = match db::connect(&credentials, &self.tls, self.config.connect_timeout).await
-        {
+        let refused = match self.open_with(&credentials).await {
             Ok(connection) => {
                 self.credentials = Some(credentials);
                 return Ok(connection);
             }
-            Err(error) if db::is_login_rejected(&error) => could_not_connect(&credentials, &error),
-            Err(error) => {
-                let message = could_not_connect(&credentials, &error);
+            Err(NotConnected::Refused(message)) => message,
+            Err(NotConnected::Failed(message)) => {
                 self.credentials = Some(credentials);
                 return Err(Failure::User(message));
             }
@@ -215,16 +212,39 @@ impl Database {
         // An unchanged password would be refused again: not tried.
         let result = match fresh.same_login(&credentials) {
             true => Err(Failure::Run(refused_for_good(&refused))),
-            false => match db::connect(&fresh, &self.tls, self.config.connect_timeout).await {
+            false => match self.open_with(&fresh).await {
                 Ok(connection) => Ok(connection),
-                Err(error) if db::is_login_rejected(&error) => {
-                    Err(Failure::Run(refused_for_good(&refused)))
-                }
-                Err(error) => Err(Failure::User(could_not_connect(&fresh, &error))),
+                Err(NotConnected::Refused(_)) => Err(Failure::Run(refused_for_good(&refused))),
+                Err(NotConnected::Failed(message)) => Err(Failure::User(message)),
             },
         };
         self.credentials = Some(fresh);
         result
+    }
+
+    /// A connection with `credentials`, TLS handshake and login included, within
+    /// `DB_CONNECT_TIMEOUT_MS`: tokio-postgres bounds only the TCP connect, and a proxy that
+    /// accepts it and then stops answering would hold the run forever.
+    async fn open_with(&self, credentials: &Credentials) -> Result<Connection, NotConnected> {
+        let limit = self.config.connect_timeout;
+        let connecting = db::connect(credentials, &self.tls, limit);
+        let at = format!("at {}:{}", credentials.host, credentials.port);
+        match tokio::time::timeout(limit, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => {
+                let message = format!(
+                    "could not connect to the database {at}: {}",
+                    db::describe(&error)
+                );
+                match db::is_login_rejected(&error) {
+                    true => Err(NotConnected::Refused(message)),
+                    false => Err(NotConnected::Failed(message)),
+                }
+            }
+            Err(_) => Err(NotConnected::Failed(format!(
+                "could not connect to the database {at}: no answer within {limit:?}"
+            ))),
+        }
     }
 
     /// The secret read now, or a token made now, within [`CREDENTIALS_TIMEOUT`].
@@ -238,8 +258,9 @@ impl Database {
     }
 
     /// Records `user` (or, for a dry run, checks whether it would be), reconnecting once if the
-    /// connection has died, and trying again up to [`SERIALIZATION_RETRIES`] times when Aurora
-    /// DSQL refuses the INSERT with SQLSTATE 40001 (the trigger wrote at the same moment).
+    /// connection has died or the statement got no answer within `DB_STATEMENT_TIMEOUT_MS`, and
+    /// trying again up to [`SERIALIZATION_RETRIES`] times when Aurora DSQL refuses the INSERT
+    /// with SQLSTATE 40001 (the trigger wrote at the same moment).
     async fn record(&mut self, user: &NewUser, dry_run: bool) -> Result<Outcome, Failure> {
         let (mut reconnected, mut serialization_retries) = (false, 0);
         loop {
@@ -247,16 +268,29 @@ impl Database {
                 Some(connection) if !connection.is_closed() => connection,
                 _ => self.connect().await?,
             };
-            let result = if dry_run {
-                exists(&connection, &user.sub).await.map(|present| {
-                    if present {
-                        Outcome::AlreadyPresent
-                    } else {
-                        Outcome::Inserted
-                    }
-                })
-            } else {
-                db::insert_user(&connection, user).await
+            let statement = async {
+                if dry_run {
+                    exists(&connection, &user.sub).await.map(|present| {
+                        if present {
+                            Outcome::AlreadyPresent
+                        } else {
+                            Outcome::Inserted
+                        }
+                    })
+                } else {
+                    db::insert_user(&connection, user).await
+                }
+            };
+            let limit = self.config.statement_timeout;
+            // Out of time, the connection is dropped, which closes it; whatever the statement did
+            // on the server, the INSERT on a new connection writes the row at most once.
+            let Ok(result) = tokio::time::timeout(limit, statement).await else {
+                if reconnected {
+                    let message = format!("the database did not answer within {limit:?}");
+                    return Err(Failure::User(message));
+                }
+                reconnected = true;
+                continue;
             };
             let error = match result {
                 Ok(outcome) => {

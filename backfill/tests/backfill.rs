@@ -10,8 +10,8 @@
 )]
 
 use std::collections::HashMap;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType};
@@ -633,6 +633,48 @@ async fn a_rotated_password_is_read_again_and_a_wrong_one_stops_the_run() {
         "the password is never shown: {error}"
     );
     assert_eq!(world.rows(), 3);
+}
+
+/// A proxy that accepts connections and then stops answering (here: PgBouncer frozen with
+/// SIGSTOP) holds no step of a run for longer than its timeouts: not the connection at the start
+/// (exit 2), not an INSERT on an open connection, not the reconnect after it (each user fails and
+/// the run goes on). Once the proxy answers again, a run records them.
+#[tokio::test]
+async fn a_database_that_stops_answering_fails_within_the_timeouts_and_never_hangs() {
+    let stack = Stack::start(); // its PgBouncer is frozen
+    let world = World::on(&stack).await;
+    world.populate(2, 0, 0).await;
+    let mut env = world.db.env();
+    env.push(("DB_CONNECT_TIMEOUT_MS", "700".to_owned()));
+    env.push(("DB_STATEMENT_TIMEOUT_MS", "900".to_owned()));
+    let mut database = world.open_database(&env).await;
+    let hung = Duration::from_secs(30);
+
+    stack.bouncer.pause();
+    let mut command = world.backfill_command_with(env.clone(), &[]);
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    while child.try_wait().expect("wait").is_none() {
+        assert!(started.elapsed() < hung, "the backfill hung connecting");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no answer within 700ms"), "{stderr}");
+
+    let run = tokio::time::timeout(hung, world.run_on(&mut database)).await;
+    let report = run.expect("the run hung").expect("the run finishes");
+    assert_eq!((report.seen, report.failed), (2, 2), "{report:?}");
+
+    stack.bouncer.resume();
+    let report = world.run_on(&mut database).await.expect("the run finishes");
+    assert_eq!((report.inserted, report.failed), (2, 0), "{report:?}");
+    assert_eq!(world.rows(), 2);
 }
 
 /// Aurora DSQL refuses an INSERT that conflicts with a concurrent commit (SQLSTATE 40001): the
