@@ -16,6 +16,7 @@ TEMPLATE_UNDER_TEST=path checks another file, e.g. a mutated copy.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 import json
 import logging
@@ -81,6 +82,14 @@ LOCAL_ONLY_ENV = frozenset(
 # What the function's role may do on the park queue: send (parking) and what Lambda's event source
 # mapping needs to replay it. Nothing on the dead-letter queue (SQS moves messages there itself).
 PARK_QUEUE_ACTIONS = frozenset({"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"})
+# What Lambda does with the role outside the execution environment (ENIs, the event source mapping's
+# reads of the park queue), which the function's code must be denied: AWS adds lambda:SourceFunctionArn
+# only to calls from the execution environment and to Lambda's log writes.
+LAMBDA_ONLY_ACTIONS = frozenset({"ec2:*", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"})
+# What the code itself calls (and Lambda's log writes, which carry the key too): never denied.
+CODE_ACTIONS = ("secretsmanager:GetSecretValue", "kms:Decrypt", "rds-db:connect", "dsql:DbConnect",
+                "dsql:DbConnectAdmin", "sqs:SendMessage", *sorted(LOG_ACTIONS))
+FROM_THE_CODE = {"Null": {"lambda:SourceFunctionArn": "false"}}
 # The metrics namespace the function writes (src/metrics.rs).
 METRICS_NAMESPACE = re.search(r'pub const NAMESPACE: &str = "([^"]+)"', (REPO / "src" / "metrics.rs").read_text()).group(1)
 COGNITO_BUDGET_SECONDS = 5
@@ -595,11 +604,31 @@ def check_policies(template: dict) -> list[str]:
                 target = getatt(resource)
                 if not (target and target[0] == park and target[1] == "Arn"):
                     problems.append(f"{where}: SQS access must be on the park queue only, not {resource}")
+    problems += check_code_denials(template, role[0] if role else None)
     if secret_grants != 1:
         problems.append(f"expected exactly one identity statement granting GetSecretValue, found {secret_grants}")
     if function and log_grants != 1:
         problems.append(f"{function[0]}: its role must allow {sorted(LOG_ACTIONS)} on its log group ({log_group}) in exactly one unconditional statement, found {log_grants}")
     problems += check_managed_policies(template)
+    return problems
+
+
+def check_code_denials(template: dict, role: str | None) -> list[str]:
+    """The function's role denies its code what only Lambda does with it, in one unconditional
+    statement, and denies nothing the code or Lambda's log writes need."""
+    problems, denied = [], set()
+    for name, statement, conds, trust in policy_statements(template):
+        if name != role or trust or statement.get("Effect") != "Deny":
+            continue
+        actions = set(statement_actions(statement))
+        for needed in CODE_ACTIONS:
+            if any(fnmatch.fnmatchcase(needed, pattern) for pattern in actions):
+                problems.append(f"{name}: a Deny covers {needed}, which the function needs")
+        if statement.get("Condition") == FROM_THE_CODE and statement.get("Resource") == "*" and not conds:
+            denied |= actions
+    missing = sorted(a for a in LAMBDA_ONLY_ACTIONS if not any(fnmatch.fnmatchcase(a, d) for d in denied))
+    if role is not None and missing:
+        problems.append(f"{role}: the function's code is not denied {missing} (a Deny on lambda:SourceFunctionArn present)")
     return problems
 
 
@@ -1146,7 +1175,9 @@ def first(template: dict, resource_type: str) -> dict:
 
 
 def statements_with(template: dict, action: str) -> list[dict]:
-    return [s for _, s, _, _ in policy_statements(template) if action in statement_actions(s)]
+    """The statements allowing `action`."""
+    return [s for _, s, _, _ in policy_statements(template)
+            if s.get("Effect") == "Allow" and action in statement_actions(s)]
 
 
 class RejectsCarelessEdits(unittest.TestCase):
@@ -1483,6 +1514,19 @@ class RejectsCarelessEdits(unittest.TestCase):
         variables = first(template, "AWS::Serverless::Function")["Properties"]["Environment"]["Variables"]
         variables["PARK_QUEUE_URL"] = "https://sqs.us-east-1.amazonaws.com/111122223333/elsewhere"
         self.assertRejected(template, "PARK_QUEUE_URL must name this template's park queue")
+
+    def test_the_code_may_read_and_delete_parked_users(self):
+        template = self.mutated()
+        policies = template["Resources"]["PostConfirmationRole"]["Properties"]["Policies"]
+        policies[:] = [p for p in policies if not (isinstance(p, dict) and p.get("PolicyName") == "deny-the-code-what-lambda-does-for-it")]
+        self.assertRejected(template, "the function's code is not denied ['ec2:*', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ReceiveMessage']")
+
+    def test_the_code_denied_what_it_needs(self):
+        template = self.mutated()
+        policies = template["Resources"]["PostConfirmationRole"]["Properties"]["Policies"]
+        deny = next(p for p in policies if isinstance(p, dict) and p.get("PolicyName") == "deny-the-code-what-lambda-does-for-it")
+        deny["PolicyDocument"]["Statement"][0]["Action"] = ["ec2:*", "sqs:*"]
+        self.assertRejected(template, "a Deny covers sqs:SendMessage, which the function needs")
 
     def test_anyone_may_send_to_the_park_queue(self):
         template = self.mutated()
