@@ -120,7 +120,9 @@ fn outcome(rows: Vec<tokio_postgres::Row>) -> Result<Outcome, Error> {
 }
 
 /// Whether `error` means the connection itself failed (closed, reset, the server or proxy shutting
-/// down), so that the same statement on a new connection may succeed.
+/// down) or reaches a server that takes no writes (25006: after a failover, the old writer, through
+/// an endpoint whose DNS had not caught up), so that the same statement on a new connection may
+/// succeed and this connection must not be used again.
 pub fn is_connection_error(error: &Error) -> bool {
     match error.code() {
         None => error.as_db_error().is_none(),
@@ -129,6 +131,7 @@ pub fn is_connection_error(error: &Error) -> bool {
                 || *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         }
     }
 }

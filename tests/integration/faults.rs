@@ -57,6 +57,37 @@ async fn a_database_restart_is_survived_without_restarting_the_function() {
     assert_eq!(test.count_users(), 3);
 }
 
+/// After a failover or a blue/green switchover, a connection made straight to a cluster endpoint
+/// whose DNS had not caught up reaches the old writer, which takes no writes now (SQLSTATE 25006).
+/// The function gives that connection up and tries once more on a new one, rather than keeping
+/// it and failing every later invocation of the execution environment. Here the role's sessions
+/// are read-only while the cold start connects, and writable afterwards.
+#[tokio::test]
+async fn a_connection_to_a_server_that_takes_no_writes_is_replaced() {
+    let test = TestApp::new().await;
+    let mut env = test.env();
+    env.insert("DB_PORT", test.stack.pg.port().to_string());
+    let role = &test.db.role;
+    test.query(&format!(
+        "ALTER ROLE \"{role}\" SET default_transaction_read_only = on"
+    ));
+    let app = test.start_with(crate::helpers::config_from(&env)).await;
+    test.query(&format!(
+        "ALTER ROLE \"{role}\" RESET default_transaction_read_only"
+    ));
+    invoke(&app, new_user())
+        .await
+        .expect("written on a new connection");
+    assert_eq!(
+        app.connections_opened(),
+        2,
+        "the read-only one was replaced"
+    );
+    invoke(&app, new_user()).await.expect("and after that");
+    assert_eq!(app.connections_opened(), 2, "and the new one kept");
+    assert_eq!(test.count_users(), 2);
+}
+
 #[tokio::test]
 async fn an_outage_fails_fast_and_the_next_invocation_after_recovery_succeeds() {
     let stack = Stack::start();
