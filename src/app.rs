@@ -21,7 +21,7 @@ use crate::tls::{self, TlsError};
 use crate::user::NewUser;
 
 /// How long a last-resort cancel request may take; it comes out of the deadline margin
-/// (`DEADLINE_MARGIN_MS`, default 200 ms).
+/// (`DEADLINE_MARGIN_MS`, default 200 ms), or with a park queue out of the time kept to park.
 pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// How often an INSERT refused with SQLSTATE 40001 (a serialization failure: Aurora DSQL's

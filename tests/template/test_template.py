@@ -86,9 +86,11 @@ PARK_QUEUE_ACTIONS = frozenset({"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:De
 # reads of the park queue), which the function's code must be denied: AWS adds lambda:SourceFunctionArn
 # only to calls from the execution environment and to Lambda's log writes.
 LAMBDA_ONLY_ACTIONS = frozenset({"ec2:*", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"})
-# What the code itself calls (and Lambda's log writes, which carry the key too): never denied.
+# What the code itself calls, and Lambda's own calls that carry the key too (log writes, X-Ray, EFS
+# mounts): never denied.
 CODE_ACTIONS = ("secretsmanager:GetSecretValue", "kms:Decrypt", "rds-db:connect", "dsql:DbConnect",
-                "dsql:DbConnectAdmin", "sqs:SendMessage", *sorted(LOG_ACTIONS))
+                "dsql:DbConnectAdmin", "sqs:SendMessage", *sorted(LOG_ACTIONS), "xray:PutTraceSegments",
+                "elasticfilesystem:ClientMount")
 FROM_THE_CODE = {"Null": {"lambda:SourceFunctionArn": "false"}}
 # The metrics namespace the function writes (src/metrics.rs).
 METRICS_NAMESPACE = re.search(r'pub const NAMESPACE: &str = "([^"]+)"', (REPO / "src" / "metrics.rs").read_text()).group(1)
@@ -620,13 +622,15 @@ def check_code_denials(template: dict, role: str | None) -> list[str]:
     for name, statement, conds, trust in policy_statements(template):
         if name != role or trust or statement.get("Effect") != "Deny":
             continue
-        actions = set(statement_actions(statement))
+        if "NotAction" in statement:
+            problems.append(f"{name}: a Deny with NotAction denies everything else, what the function needs too")
+        actions = {str(a).lower() for a in statement_actions(statement)}  # IAM matches actions in any case
         for needed in CODE_ACTIONS:
-            if any(fnmatch.fnmatchcase(needed, pattern) for pattern in actions):
+            if any(fnmatch.fnmatchcase(needed.lower(), pattern) for pattern in actions):
                 problems.append(f"{name}: a Deny covers {needed}, which the function needs")
         if statement.get("Condition") == FROM_THE_CODE and statement.get("Resource") == "*" and not conds:
             denied |= actions
-    missing = sorted(a for a in LAMBDA_ONLY_ACTIONS if not any(fnmatch.fnmatchcase(a, d) for d in denied))
+    missing = sorted(a for a in LAMBDA_ONLY_ACTIONS if not any(fnmatch.fnmatchcase(a.lower(), d) for d in denied))
     if role is not None and missing:
         problems.append(f"{role}: the function's code is not denied {missing} (a Deny on lambda:SourceFunctionArn present)")
     return problems
@@ -1525,7 +1529,7 @@ class RejectsCarelessEdits(unittest.TestCase):
         template = self.mutated()
         policies = template["Resources"]["PostConfirmationRole"]["Properties"]["Policies"]
         deny = next(p for p in policies if isinstance(p, dict) and p.get("PolicyName") == "deny-the-code-what-lambda-does-for-it")
-        deny["PolicyDocument"]["Statement"][0]["Action"] = ["ec2:*", "sqs:*"]
+        deny["PolicyDocument"]["Statement"][0]["Action"] = ["ec2:*", "SQS:*"]
         self.assertRejected(template, "a Deny covers sqs:SendMessage, which the function needs")
 
     def test_anyone_may_send_to_the_park_queue(self):
