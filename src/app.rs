@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::credentials::{Credentials, CredentialsError, Login};
-use crate::db::{self, Connection, Outcome};
+use crate::db::{self, ConnectError, Connection, Outcome};
 use crate::deadline::{self, ColdStart};
 use crate::iam::IamSetupError;
 use crate::metrics::{self, Sink, Tally};
@@ -385,27 +385,25 @@ impl App {
         let started = Instant::now();
         let limit = deadline.min(started + self.config.connect_timeout);
         let cap = limit.saturating_duration_since(started);
-        let endpoint = format!("{}:{}", credentials.host, credentials.port);
-        match timeout_at(limit.into(), db::connect(credentials, &self.tls, cap)).await {
-            Ok(Ok(client)) => {
+        match db::connect(credentials, &self.tls, cap).await {
+            Ok(client) => {
                 self.connections_opened.fetch_add(1, Ordering::Relaxed);
                 Ok(client)
             }
-            Ok(Err(error)) => {
-                let failure = RecordError::Connect {
-                    endpoint,
-                    message: db::describe(&error).to_string(),
-                };
-                Err(if db::is_login_rejected(&error) {
-                    Rejected::Login(failure)
-                } else {
-                    Rejected::Other(failure)
-                })
-            }
-            Err(_) => Err(Rejected::Other(RecordError::Timeout {
+            Err(ConnectError::TimedOut(_)) => Err(Rejected::Other(RecordError::Timeout {
                 stage: "connecting to the database",
                 elapsed_ms: started.elapsed().as_millis(),
             })),
+            Err(error) => {
+                let failure = RecordError::Connect {
+                    endpoint: format!("{}:{}", credentials.host, credentials.port),
+                    message: error.to_string(),
+                };
+                Err(match error {
+                    ConnectError::LoginRejected(_) => Rejected::Login(failure),
+                    _ => Rejected::Other(failure),
+                })
+            }
         }
     }
 }

@@ -69,13 +69,38 @@ impl Drop for Connection {
     }
 }
 
+/// Why [`connect`] opened no connection.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server or proxy refused the login ([`is_login_rejected`]): stale or wrong credentials.
+    LoginRejected(Error),
+    /// Anything else: no route, refused, TLS, the server shutting down.
+    Failed(Error),
+    /// Not connected within the time limit, TLS handshake and login included.
+    TimedOut(Duration),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::LoginRejected(error) | ConnectError::Failed(error) => {
+                describe(error).fmt(f)
+            }
+            ConnectError::TimedOut(limit) => write!(f, "no answer within {limit:?}"),
+        }
+    }
+}
+
 /// Opens a connection that requires TLS and verifies the server's certificate and host name
-/// (the rustls connector always verifies). The connection's driver runs as a background task.
+/// (the rustls connector always verifies), within `connect_timeout` from the TCP connect to the
+/// end of the login: tokio-postgres alone bounds only the TCP connect, and a proxy that accepts
+/// it and then stops answering would hold the rest forever. The connection's driver runs as a
+/// background task.
 pub async fn connect(
     credentials: &Credentials,
     tls: &MakeRustlsConnect,
     connect_timeout: Duration,
-) -> Result<Connection, Error> {
+) -> Result<Connection, ConnectError> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&credentials.host)
@@ -86,7 +111,15 @@ pub async fn connect(
         .application_name(APPLICATION_NAME)
         .ssl_mode(SslMode::Require)
         .connect_timeout(connect_timeout);
-    let (client, connection) = config.connect(tls.clone()).await?;
+    let (client, connection) =
+        match tokio::time::timeout(connect_timeout, config.connect(tls.clone())).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(error)) if is_login_rejected(&error) => {
+                return Err(ConnectError::LoginRejected(error));
+            }
+            Ok(Err(error)) => return Err(ConnectError::Failed(error)),
+            Err(_) => return Err(ConnectError::TimedOut(connect_timeout)),
+        };
     let driver = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(error = %describe(&error), "database connection closed");

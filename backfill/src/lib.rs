@@ -15,7 +15,7 @@ use aws_sdk_cognitoidentityprovider::types::{UserStatusType, UserType};
 use cognito_post_confirmation::Config;
 use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
 use cognito_post_confirmation::credentials::{Credentials, Login};
-use cognito_post_confirmation::db::{self, Connection, Outcome};
+use cognito_post_confirmation::db::{self, ConnectError, Connection, Outcome};
 use cognito_post_confirmation::user::NewUser;
 use tokio_postgres::types::Type;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -148,12 +148,11 @@ fn refused_for_good(refused: &str) -> Fatal {
     ))
 }
 
-/// Why a connection could not be opened, said with the database's address.
-enum NotConnected {
-    /// The login was refused: stale credentials, or wrong ones.
-    Refused(String),
-    /// Anything else (no route, no answer, TLS): the credentials are not in question.
-    Failed(String),
+fn could_not_connect(credentials: &Credentials, error: &ConnectError) -> String {
+    format!(
+        "could not connect to the database at {}:{}: {error}",
+        credentials.host, credentials.port
+    )
 }
 
 /// The database side: one connection, replaced once per user if it dies. The credentials are
@@ -195,13 +194,15 @@ impl Database {
             Some(held) => held,
             None => self.fetch_credentials().await.map_err(Failure::User)?,
         };
-        let refused = match self.open_with(&credentials).await {
+        let refused = match db::connect(&credentials, &self.tls, self.config.connect_timeout).await
+        {
             Ok(connection) => {
                 self.credentials = Some(credentials);
                 return Ok(connection);
             }
-            Err(NotConnected::Refused(message)) => message,
-            Err(NotConnected::Failed(message)) => {
+            Err(error @ ConnectError::LoginRejected(_)) => could_not_connect(&credentials, &error),
+            Err(error) => {
+                let message = could_not_connect(&credentials, &error);
                 self.credentials = Some(credentials);
                 return Err(Failure::User(message));
             }
@@ -212,39 +213,16 @@ impl Database {
         // An unchanged password would be refused again: not tried.
         let result = match fresh.same_login(&credentials) {
             true => Err(Failure::Run(refused_for_good(&refused))),
-            false => match self.open_with(&fresh).await {
+            false => match db::connect(&fresh, &self.tls, self.config.connect_timeout).await {
                 Ok(connection) => Ok(connection),
-                Err(NotConnected::Refused(_)) => Err(Failure::Run(refused_for_good(&refused))),
-                Err(NotConnected::Failed(message)) => Err(Failure::User(message)),
+                Err(ConnectError::LoginRejected(_)) => {
+                    Err(Failure::Run(refused_for_good(&refused)))
+                }
+                Err(error) => Err(Failure::User(could_not_connect(&fresh, &error))),
             },
         };
         self.credentials = Some(fresh);
         result
-    }
-
-    /// A connection with `credentials`, TLS handshake and login included, within
-    /// `DB_CONNECT_TIMEOUT_MS`: tokio-postgres bounds only the TCP connect, and a proxy that
-    /// accepts it and then stops answering would hold the run forever.
-    async fn open_with(&self, credentials: &Credentials) -> Result<Connection, NotConnected> {
-        let limit = self.config.connect_timeout;
-        let connecting = db::connect(credentials, &self.tls, limit);
-        let at = format!("at {}:{}", credentials.host, credentials.port);
-        match tokio::time::timeout(limit, connecting).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(error)) => {
-                let message = format!(
-                    "could not connect to the database {at}: {}",
-                    db::describe(&error)
-                );
-                match db::is_login_rejected(&error) {
-                    true => Err(NotConnected::Refused(message)),
-                    false => Err(NotConnected::Failed(message)),
-                }
-            }
-            Err(_) => Err(NotConnected::Failed(format!(
-                "could not connect to the database {at}: no answer within {limit:?}"
-            ))),
-        }
     }
 
     /// The secret read now, or a token made now, within [`CREDENTIALS_TIMEOUT`].
