@@ -220,11 +220,16 @@ impl App {
     ///
     /// A connection found dead (the proxy closed it while the function was idle, or the database
     /// restarted) is replaced and the INSERT retried once; that retry is safe because the INSERT
-    /// is idempotent. A rejected login re-reads the secret once (rotation).
+    /// is idempotent. So is a connection kept from before this invocation whose INSERT does not
+    /// finish by `DB_STATEMENT_TIMEOUT_MS` while the deadline is further off: something on the
+    /// way may have forgotten it while the function was idle without resetting it, and then no
+    /// answer ever comes on it. A rejected login re-reads the secret once (rotation).
     pub async fn record(&self, user: &NewUser, deadline: Instant) -> Result<Outcome, RecordError> {
         let started = Instant::now();
         let mut state = self.state.lock().await;
         let mut retried = false;
+        // Whether this invocation has opened a connection (then a timeout is not a forgotten one).
+        let mut opened = false;
         let mut conflicts = 0;
         loop {
             let client = match state.client.take() {
@@ -233,6 +238,7 @@ impl App {
                     if stale.is_some() {
                         info!("the previous connection was closed; reconnecting");
                     }
+                    opened = true;
                     self.open(&mut state.credentials, deadline).await?
                 }
             };
@@ -243,6 +249,13 @@ impl App {
                 Attempt::TimedOut => {
                     // Never reuse a connection whose state we do not fully know.
                     state.client = None;
+                    if !opened && limit < deadline {
+                        warn!(
+                            "the INSERT on the connection kept from before got no answer; retrying once on a new connection"
+                        );
+                        retried = true;
+                        continue;
+                    }
                     return Err(RecordError::Timeout {
                         stage: "inserting",
                         elapsed_ms: started.elapsed().as_millis(),
