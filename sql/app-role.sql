@@ -1,9 +1,11 @@
 -- The database role the function logs in as (through RDS Proxy): it may INSERT into public.users
--- and read its cognito_user_id column, and nothing else (no other column, no UPDATE, DELETE or
--- TRUNCATE, no other table, no CREATE). The trigger's statement needs both: INSERT, and SELECT on
--- cognito_user_id because `ON CONFLICT (cognito_user_id)` reads the arbiter column
--- (tests/integration/least_privilege.rs shows INSERT alone is refused); the backfill's dry run
--- reads only that column too. Nobody's email or name can be read with the function's secret.
+-- the five columns its statement names, and read the cognito_user_id column, and nothing else (no
+-- other column, no chosen `uuid`, no UPDATE, DELETE or TRUNCATE, no other table, no CREATE). The
+-- trigger's statement needs both: INSERT, and SELECT on cognito_user_id because
+-- `ON CONFLICT (cognito_user_id)` reads the arbiter column (tests/integration/least_privilege.rs
+-- shows INSERT alone is refused); the backfill's dry run reads only that column too. Nobody's
+-- email or name can be read with the function's secret, and `uuid`, which other tables may
+-- reference, always comes from its default.
 --
 -- Run after sql/schema.sql, in the application database, as the table's owner (on RDS: the master
 -- user); re-runnable:
@@ -60,7 +62,8 @@ SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'app_role') 
 SELECT format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', :'app_role') \gexec
 SELECT format('REVOKE ALL ON SCHEMA public FROM %I', :'app_role') \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'app_role') \gexec
-SELECT format('GRANT INSERT, SELECT (cognito_user_id) ON public.users TO %I', :'app_role') \gexec
+SELECT format('GRANT INSERT (display_name, email, handle, cognito_user_id, created_at), '
+  'SELECT (cognito_user_id) ON public.users TO %I', :'app_role') \gexec
 
 -- Last, no membership in another role but rds_iam (how RDS lets it log in with an IAM token):
 -- NOINHERIT above keeps a membership's rights from applying by themselves, but not from being

@@ -1,5 +1,6 @@
 //! The function runs as the role `sql/app-role.sql` makes (every integration test does), and that
-//! role can insert into `public.users` and read its `cognito_user_id`, but do nothing else.
+//! role can insert into `public.users` the columns the function writes and read its
+//! `cognito_user_id`, but do nothing else (not even choose a row's `uuid`).
 
 use local_stack::APP_ROLE_SQL;
 
@@ -34,6 +35,8 @@ async fn the_function_role_can_insert_users_and_read_their_ids_and_nothing_else(
         "DELETE FROM public.users",
         "UPDATE public.users SET email = 'x@example.com'",
         "TRUNCATE public.users",
+        "INSERT INTO public.users (uuid, display_name, handle, email, cognito_user_id) \
+         VALUES (gen_random_uuid(), 'n', 'h', 'e@example.com', 'chosen-uuid')",
         "SELECT * FROM public.billing",
         "INSERT INTO public.billing VALUES (2)",
         "CREATE TABLE public.mine (id int)",
