@@ -29,6 +29,17 @@ pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_millis(100);
 /// inside the deadline. The INSERT is idempotent, so trying again is safe.
 pub const SERIALIZATION_RETRIES: u32 = 3;
 
+/// How long a connection must have sat unused before no answer on it is taken for a connection
+/// something on the way forgot without a reset, not for a slow database: the shortest idle
+/// timeout a security group's connection tracking or a Network Load Balancer can be given (a NAT
+/// gateway's is 350 s).
+pub const FORGETTABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// How long the first INSERT on such a connection may go unanswered (at most
+/// `DB_STATEMENT_TIMEOUT_MS`) before the function tries once on a new connection: a hundred
+/// times an INSERT through the proxy, and the rest of the deadline left for the new one.
+pub const ANSWER_AFTER_IDLE: Duration = Duration::from_millis(500);
+
 /// Everything a warm invocation reuses.
 pub struct App {
     config: Config,
@@ -39,6 +50,8 @@ pub struct App {
     cold_start: ColdStart,
     first_invocation: AtomicBool,
     connections_opened: AtomicU64,
+    /// [`FORGETTABLE_AFTER`], unless a test asks for less.
+    forgettable_after: Duration,
     /// The park queue, when `PARK_QUEUE_URL` is set.
     parking: Option<Parking>,
     metrics: Sink,
@@ -51,6 +64,8 @@ pub struct App {
 struct State {
     credentials: Option<Credentials>,
     client: Option<Connection>,
+    /// When `client` last finished an INSERT or was opened.
+    last_used: Option<Instant>,
 }
 
 /// Why a cold start cannot produce a working function (configuration, not the network).
@@ -112,7 +127,8 @@ impl App {
     }
 
     /// How many database connections this execution environment has opened (one, unless the
-    /// proxy or database dropped one, or a login was refused and retried).
+    /// proxy or database dropped one, one unused for a while went unanswered, or a login was
+    /// refused and retried).
     pub fn connections_opened(&self) -> u64 {
         self.connections_opened.load(Ordering::Relaxed)
     }
@@ -145,6 +161,7 @@ impl App {
             },
             first_invocation: AtomicBool::new(true),
             connections_opened: AtomicU64::new(0),
+            forgettable_after: FORGETTABLE_AFTER,
             parking,
             metrics: metrics::stdout(),
             function_name: metrics::function_name(),
@@ -157,7 +174,10 @@ impl App {
                 let connected = app.connect(&credentials, deadline).await;
                 let state = app.state.get_mut();
                 match connected {
-                    Ok(client) => state.client = Some(client),
+                    Ok(client) => {
+                        state.client = Some(client);
+                        state.last_used = Some(Instant::now());
+                    }
                     Err(rejected) => {
                         let error = RecordError::from(rejected);
                         warn!(%error, "cold start: could not connect; the first invocation retries")
@@ -209,6 +229,13 @@ impl App {
         self
     }
 
+    /// Takes a connection unused for `idle` (instead of [`FORGETTABLE_AFTER`]) for one that may
+    /// have been forgotten on the way (tests).
+    pub fn with_forgettable_after(mut self, idle: Duration) -> Self {
+        self.forgettable_after = idle;
+        self
+    }
+
     /// Gives the metric lines `level` (and a timestamp) instead of what `AWS_LAMBDA_LOG_LEVEL`
     /// asks for ([`metrics::level_kept`]; tests).
     pub fn with_metrics_level(mut self, level: Option<&'static str>) -> Self {
@@ -220,40 +247,50 @@ impl App {
     ///
     /// A connection found dead (the proxy closed it while the function was idle, or the database
     /// restarted) is replaced and the INSERT retried once; that retry is safe because the INSERT
-    /// is idempotent. So is a connection kept from before this invocation whose INSERT does not
-    /// finish by `DB_STATEMENT_TIMEOUT_MS` while the deadline is further off: something on the
-    /// way may have forgotten it while the function was idle without resetting it, and then no
-    /// answer ever comes on it. A rejected login re-reads the secret once (rotation).
+    /// is idempotent. So is a connection unused for [`FORGETTABLE_AFTER`] whose INSERT gets no
+    /// answer within [`ANSWER_AFTER_IDLE`]: something on the way may have forgotten it without
+    /// resetting it. A rejected login re-reads the secret once (rotation).
     pub async fn record(&self, user: &NewUser, deadline: Instant) -> Result<Outcome, RecordError> {
         let started = Instant::now();
         let mut state = self.state.lock().await;
-        let mut retried = false;
-        // Whether this invocation has opened a connection (then a timeout is not a forgotten one).
-        let mut opened = false;
+        // Why the connection was given up and the INSERT tried on a new one (once at most).
+        let mut retried: Option<String> = None;
         let mut conflicts = 0;
         loop {
-            let client = match state.client.take() {
-                Some(client) if !client.is_closed() => client,
+            let (client, idle) = match state.client.take() {
+                Some(client) if !client.is_closed() => {
+                    (client, state.last_used.map(|used| used.elapsed()))
+                }
                 stale => {
                     if stale.is_some() {
                         info!("the previous connection was closed; reconnecting");
                     }
-                    opened = true;
-                    self.open(&mut state.credentials, deadline).await?
+                    (self.open(&mut state.credentials, deadline).await?, None)
                 }
             };
             let client = state.client.insert(client);
-            let limit = deadline.min(Instant::now() + self.config.statement_timeout);
-            let result = match self.insert_or_cancel(client, user, limit).await {
+            // Silence on a connection that sat unused this long may mean it was forgotten on the
+            // way, and then no answer ever comes: give it less time, and a new one the rest.
+            let forgettable = idle.filter(|idle| *idle >= self.forgettable_after);
+            let cap = match forgettable {
+                Some(_) => self.config.statement_timeout.min(ANSWER_AFTER_IDLE),
+                None => self.config.statement_timeout,
+            };
+            let limit = deadline.min(Instant::now() + cap);
+            let attempt = self.insert_or_cancel(client, user, limit).await;
+            state.last_used = Some(Instant::now());
+            let result = match attempt {
                 Attempt::Done(result) => result,
                 Attempt::TimedOut => {
                     // Never reuse a connection whose state we do not fully know.
                     state.client = None;
-                    if !opened && limit < deadline {
+                    if let Some(idle) = forgettable.filter(|_| limit < deadline) {
+                        let idle_s = idle.as_secs();
                         warn!(
-                            "the INSERT on the connection kept from before got no answer; retrying once on a new connection"
+                            idle_s,
+                            "no answer on a connection unused for a while (forgotten on the way?); retrying once on a new connection"
                         );
-                        retried = true;
+                        retried = Some(format!("no answer on a connection unused for {idle_s} s"));
                         continue;
                     }
                     return Err(RecordError::Timeout {
@@ -283,7 +320,8 @@ impl App {
                 }
                 Err(error) if db::is_connection_error(&error) => {
                     state.client = None;
-                    if retried {
+                    let error = db::describe(&error);
+                    if let Some(first) = retried {
                         let endpoint = state
                             .credentials
                             .as_ref()
@@ -292,13 +330,12 @@ impl App {
                         return Err(RecordError::Connect {
                             endpoint,
                             message: format!(
-                                "the connection failed twice during the INSERT: {}",
-                                db::describe(&error)
+                                "{first}, then the new connection failed during the INSERT: {error}"
                             ),
                         });
                     }
-                    warn!(error = %db::describe(&error), "the connection failed during the INSERT; retrying once on a new connection");
-                    retried = true;
+                    warn!(%error, "the connection failed during the INSERT; retrying once on a new connection");
+                    retried = Some(format!("the connection failed during the INSERT: {error}"));
                 }
                 Err(error) => {
                     return Err(RecordError::Insert {

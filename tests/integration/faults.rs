@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cognito_post_confirmation::App;
+use cognito_post_confirmation::app::ANSWER_AFTER_IDLE;
 use local_stack::Stack;
 
 use crate::helpers::{TestApp, invoke, invoke_with_deadline, new_user, unique};
@@ -39,22 +41,28 @@ async fn a_connection_dropped_by_the_proxy_is_replaced_on_the_next_invocation() 
 
 /// Something between the function and the database (a NAT, a load balancer, the proxy itself)
 /// forgets the connection while the function is idle, and tells neither side: the INSERT sent on
-/// it gets no answer and no reset. The function gives that connection up at
-/// `DB_STATEMENT_TIMEOUT_MS` and writes the row on a new one, inside the deadline.
+/// it gets no answer and no reset. The connection sat unused long enough for that, so the function
+/// gives it up after `ANSWER_AFTER_IDLE` (not `DB_STATEMENT_TIMEOUT_MS`) and writes the row on a
+/// new one.
 #[tokio::test]
-async fn a_connection_forgotten_without_a_reset_is_replaced_inside_the_deadline() {
+async fn a_connection_forgotten_while_idle_is_replaced_inside_the_deadline() {
     let test = TestApp::new().await;
-    let relay = Relay::to(test.stack.pg.port());
-    let mut env = test.env();
-    env.insert("DB_PORT", relay.port.to_string());
-    env.insert("DB_STATEMENT_TIMEOUT_MS", "500".to_owned());
-    let app = test.start_with(crate::helpers::config_from(&env)).await;
+    let statement_timeout = Duration::from_millis(2000);
+    let (relay, app) = through_relay(&test, statement_timeout).await;
+    let app = app.with_forgettable_after(Duration::from_millis(200));
     invoke(&app, new_user()).await.expect("first");
 
+    std::thread::sleep(Duration::from_millis(300));
     relay.forget_open_connections();
+    let started = Instant::now();
     invoke(&app, new_user())
         .await
         .expect("written on a new connection");
+    let took = started.elapsed();
+    assert!(
+        took < statement_timeout,
+        "gave the idle connection {ANSWER_AFTER_IDLE:?}, not the statement's cap: took {took:?}"
+    );
     assert_eq!(
         app.connections_opened(),
         2,
@@ -70,27 +78,57 @@ async fn a_connection_forgotten_without_a_reset_is_replaced_inside_the_deadline(
 #[tokio::test]
 async fn a_forgotten_connection_is_retried_once_and_the_failure_comes_inside_the_deadline() {
     let test = TestApp::new().await;
-    let relay = Relay::to(test.stack.pg.port());
-    let mut env = test.env();
-    env.insert("DB_PORT", relay.port.to_string());
-    env.insert("DB_STATEMENT_TIMEOUT_MS", "500".to_owned());
-    let app = test.start_with(crate::helpers::config_from(&env)).await;
+    let (relay, app) = through_relay(&test, Duration::from_millis(500)).await;
+    let app = app.with_forgettable_after(Duration::ZERO);
     invoke(&app, new_user()).await.expect("first");
 
     relay.forget_everything();
+    let budget = Duration::from_secs(3);
     let started = Instant::now();
-    let error = invoke_with_deadline(&app, new_user(), Duration::from_secs(3))
+    let error = invoke_with_deadline(&app, new_user(), budget)
         .await
         .expect_err("nothing answers");
     let took = started.elapsed();
     assert_eq!(error.error_type(), "Timeout", "{error}");
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(took < budget, "took {took:?}");
     assert_eq!(
         relay.accepted(),
         3,
         "the cold start's connection, the cancel request, and one new connection"
     );
     assert_eq!(test.count_users(), 1);
+}
+
+/// A connection used a moment ago that goes unanswered is a slow database or proxy, not a
+/// forgotten connection: the function waits `DB_STATEMENT_TIMEOUT_MS` and opens no second one
+/// (which would only add a session waiting on the same lock).
+#[tokio::test]
+async fn no_answer_on_a_connection_just_used_is_not_retried() {
+    let test = TestApp::new().await;
+    let (relay, app) = through_relay(&test, Duration::from_millis(500)).await;
+    invoke(&app, new_user()).await.expect("first");
+
+    relay.forget_everything();
+    let error = invoke_with_deadline(&app, new_user(), Duration::from_secs(3))
+        .await
+        .expect_err("nothing answers");
+    assert_eq!(error.error_type(), "Timeout", "{error}");
+    assert_eq!(
+        relay.accepted(),
+        2,
+        "the cold start's connection and the cancel request, no new connection"
+    );
+}
+
+/// A cold start through a [`Relay`] to PostgreSQL, the INSERT capped at `statement_timeout`.
+async fn through_relay(test: &TestApp<'_>, statement_timeout: Duration) -> (Relay, App) {
+    let relay = Relay::to(test.stack.pg.port());
+    let mut env = test.env();
+    env.insert("DB_PORT", relay.port.to_string());
+    let cap = statement_timeout.as_millis().to_string();
+    env.insert("DB_STATEMENT_TIMEOUT_MS", cap);
+    let app = test.start_with(crate::helpers::config_from(&env)).await;
+    (relay, app)
 }
 
 /// A TCP relay to a local port that can forget its connections without telling either side, as
@@ -254,12 +292,7 @@ async fn the_database_down_behind_a_live_proxy_times_out_inside_the_deadline() {
     stack.pg.stop();
     let started = Instant::now();
     let unlucky = new_user();
-    // A budget the first wait uses up. With more, the function would give the connection up at
-    // DB_STATEMENT_TIMEOUT_MS and try a new one (it may have been forgotten): RDS Proxy queues
-    // that one too, but PgBouncer refuses it at once while its server login fails
-    // (server_login_retry), which would test PgBouncer, not the wait's end at the deadline.
-    let budget = Duration::from_secs(2);
-    let error = invoke_with_deadline(&app, unlucky.clone(), budget)
+    let error = invoke(&app, unlucky.clone())
         .await
         .expect_err("database down");
     let took = started.elapsed();
@@ -270,7 +303,7 @@ async fn the_database_down_behind_a_live_proxy_times_out_inside_the_deadline() {
         "{error:?}: {}",
         error.cause()
     );
-    assert!(took < budget, "took {took:?}");
+    assert!(took < COGNITO_BUDGET, "took {took:?}");
 
     stack.pg.start();
     // PgBouncer, like RDS Proxy, takes a moment to log in to the database again
