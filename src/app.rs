@@ -30,14 +30,15 @@ pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_millis(100);
 pub const SERIALIZATION_RETRIES: u32 = 3;
 
 /// How long a connection must have sat unused before no answer on it is taken for a connection
-/// something on the way forgot without a reset, not for a slow database: the shortest idle
-/// timeout a security group's connection tracking or a Network Load Balancer can be given (a NAT
-/// gateway's is 350 s).
+/// something on the way forgot without a reset (a firewall such as AWS Network Firewall drops a
+/// forgotten connection's packets; a NAT gateway or a load balancer resets it), not for a slow
+/// database: the shortest TCP idle timeout AWS Network Firewall or a security group's connection
+/// tracking can be given.
 pub const FORGETTABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// How long the first INSERT on such a connection may go unanswered (at most
-/// `DB_STATEMENT_TIMEOUT_MS`) before the function tries once on a new connection: a hundred
-/// times an INSERT through the proxy, and the rest of the deadline left for the new one.
+/// `DB_STATEMENT_TIMEOUT_MS`) before the function tries once on a new connection, if at least as
+/// long is left before the deadline: a hundred times an INSERT through the proxy.
 pub const ANSWER_AFTER_IDLE: Duration = Duration::from_millis(500);
 
 /// Everything a warm invocation reuses.
@@ -284,7 +285,10 @@ impl App {
                 Attempt::TimedOut => {
                     // Never reuse a connection whose state we do not fully know.
                     state.client = None;
-                    if let Some(idle) = forgettable.filter(|_| limit < deadline) {
+                    // Once, and only with time for a new connection to be worth trying.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let worth_it = retried.is_none() && left >= ANSWER_AFTER_IDLE;
+                    if let Some(idle) = forgettable.filter(|_| worth_it) {
                         let idle_s = idle.as_secs();
                         warn!(
                             idle_s,

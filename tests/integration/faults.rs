@@ -92,7 +92,7 @@ async fn a_forgotten_connection_is_retried_once_and_the_failure_comes_inside_the
     assert_eq!(error.error_type(), "Timeout", "{error}");
     assert!(took < budget, "took {took:?}");
     assert_eq!(
-        relay.accepted(),
+        relay.settled_accepted(),
         3,
         "the cold start's connection, the cancel request, and one new connection"
     );
@@ -114,7 +114,33 @@ async fn no_answer_on_a_connection_just_used_is_not_retried() {
         .expect_err("nothing answers");
     assert_eq!(error.error_type(), "Timeout", "{error}");
     assert_eq!(
-        relay.accepted(),
+        relay.settled_accepted(),
+        2,
+        "the cold start's connection and the cancel request, no new connection"
+    );
+}
+
+/// A connection unused for long enough, but too little of the deadline left to try a new one
+/// (less than the idle connection got): no second connection, `Timeout` by the deadline.
+#[tokio::test]
+async fn a_forgotten_connection_is_not_retried_without_time_for_it() {
+    let test = TestApp::new().await;
+    let (relay, app) = through_relay(&test, ANSWER_AFTER_IDLE).await;
+    let app = app.with_forgettable_after(Duration::ZERO);
+    invoke(&app, new_user()).await.expect("first");
+
+    relay.forget_everything();
+    // 800 ms after the margin: the idle connection's 500 ms leave less than 500 ms.
+    let budget = Duration::from_secs(1);
+    let started = Instant::now();
+    let error = invoke_with_deadline(&app, new_user(), budget)
+        .await
+        .expect_err("nothing answers");
+    let took = started.elapsed();
+    assert_eq!(error.error_type(), "Timeout", "{error}");
+    assert!(took < budget, "took {took:?}");
+    assert_eq!(
+        relay.settled_accepted(),
         2,
         "the cold start's connection and the cancel request, no new connection"
     );
@@ -203,6 +229,19 @@ impl Relay {
 
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// [`Relay::accepted`] once it stays the same for 250 ms: the relay counts a connection when
+    /// its thread gets to it, after the client's connect has returned.
+    fn settled_accepted(&self) -> usize {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let before = self.accepted();
+            std::thread::sleep(Duration::from_millis(250));
+            if self.accepted() == before || Instant::now() > until {
+                return self.accepted();
+            }
+        }
     }
 }
 
