@@ -357,8 +357,8 @@ impl App {
     /// which closes its socket at once, so a request still queued in the proxy is discarded. A
     /// statement already running on the server ends at the role's `statement_timeout` (3 s, from
     /// sql/app-role.sql) at the latest. No `SET` is sent per call: RDS Proxy pins a session that
-    /// sends one. Should the INSERT commit after all, Cognito's retry finds the row and writes
-    /// nothing.
+    /// sends one. Should the INSERT commit after all, the retry on a new connection, the parked
+    /// user's replay or the backfill finds the row and writes nothing.
     async fn insert_or_cancel(
         &self,
         client: &Connection,
