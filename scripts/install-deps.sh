@@ -135,8 +135,10 @@ if ! command -v rustup >/dev/null 2>&1 && cargo_too_old; then
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none
 fi
 if command -v rustup >/dev/null 2>&1; then
-  # Installs the release rust-toolchain.toml names, with its components, if it is missing.
-  (cd "$repo" && rustup toolchain install >/dev/null)
+  # Installs the release rust-toolchain.toml names, with its components, if it is missing. The
+  # `show` comes first: it installs that release itself before rustup 1.28, which is also when
+  # `toolchain install` learnt to work without an argument.
+  (cd "$repo" && { rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install >/dev/null; })
 fi
 if command -v rustup >/dev/null 2>&1; then
   installed="$(rustup component list --installed 2>/dev/null || true)"

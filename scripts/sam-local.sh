@@ -90,14 +90,16 @@ if [ "$stand_in" = 1 ]; then
   image=cognito-post-confirmation-stand-in:bookworm
   if ! docker image inspect "$image" >/dev/null 2>&1; then
     echo "==> building the stand-in base image $image (debootstrap and docker import: about 4 minutes on 2 cores)"
+    # debootstrap runs only as root, and the tree it makes is root's: through sudo otherwise.
+    as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
     root="$(mktemp -d)"
-    trap 'rm -rf "$root"; cleanup' EXIT
-    debootstrap --variant=minbase --include=ca-certificates bookworm "$root" >"$work/debootstrap.log" 2>&1 ||
+    trap 'as_root rm -rf "$root"; cleanup' EXIT
+    as_root debootstrap --variant=minbase --include=ca-certificates bookworm "$root" >"$work/debootstrap.log" 2>&1 ||
       { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
     # What a function never reads: package caches and lists, documentation, translations.
-    rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/{doc,man,info,locale}
-    tar -C "$root" -c . | docker import - "$image" >/dev/null
-    rm -rf "$root"
+    as_root rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/{doc,man,info,locale}
+    as_root tar -C "$root" -c . | docker import - "$image" >/dev/null
+    as_root rm -rf "$root"
     trap cleanup EXIT
   fi
   image_args=(--invoke-image "$image" --skip-pull-image)
