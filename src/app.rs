@@ -283,8 +283,11 @@ impl App {
             let result = match attempt {
                 Attempt::Done(result) => result,
                 Attempt::TimedOut => {
-                    // Never reuse a connection whose state we do not fully know.
-                    state.client = None;
+                    // Never reuse a connection whose state we do not fully know; close it now, so
+                    // that the proxy discards the INSERT if it is still queued there.
+                    if let Some(abandoned) = state.client.take() {
+                        abandoned.close().await;
+                    }
                     // Once, and only with time for a new connection to be worth trying.
                     let left = deadline.saturating_duration_since(Instant::now());
                     let worth_it = retried.is_none() && left >= ANSWER_AFTER_IDLE;
@@ -353,8 +356,8 @@ impl App {
 
     /// Runs the INSERT until `limit`. Past it, the statement may still be running (blocked on a
     /// lock, say) or queued in the proxy: send a cancel request (best effort: PgBouncer 1.18 does
-    /// not pass one on over TLS, and proxies differ), and let the caller drop the connection,
-    /// which closes its socket at once, so a request still queued in the proxy is discarded. A
+    /// not pass one on over TLS, and proxies differ), and let the caller close the connection
+    /// ([`Connection::close`]), so a request still queued in the proxy is discarded. A
     /// statement already running on the server ends at the role's `statement_timeout` (3 s, from
     /// sql/app-role.sql) at the latest. No `SET` is sent per call: RDS Proxy pins a session that
     /// sends one. Should the INSERT commit after all, the retry on a new connection, the parked

@@ -47,13 +47,26 @@ impl Outcome {
     }
 }
 
-/// An open connection. Dropping it closes the socket at once, even with a request in flight:
-/// tokio-postgres alone would keep the connection open until pending requests are answered, so an
-/// INSERT abandoned at its deadline (say, queued in the proxy while the database is down) could
-/// still commit much later.
+/// An open connection. Dropping it closes the socket even with a request in flight, at the
+/// runtime's next turn; [`Connection::close`] closes it before returning. tokio-postgres alone
+/// would keep the connection open until pending requests are answered, so an INSERT abandoned at
+/// its deadline (say, queued in the proxy while the database is down) could still commit much
+/// later.
 pub struct Connection {
     client: Client,
-    driver: tokio::task::AbortHandle,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    /// Closes the socket, even with a request in flight, and returns once it is closed: a request
+    /// still queued in the proxy is then discarded, not run when the database is back. (A dropped
+    /// connection's socket stays open until the runtime runs again, which a frozen Lambda
+    /// execution environment may not do for a long time.)
+    pub async fn close(mut self) {
+        self.driver.abort();
+        // Ends at once: the task is dropped (closing the socket) the moment it is next scheduled.
+        let _ = (&mut self.driver).await;
+    }
 }
 
 impl std::ops::Deref for Connection {
@@ -124,8 +137,7 @@ pub async fn connect(
         if let Err(error) = connection.await {
             tracing::warn!(error = %describe(&error), "database connection closed");
         }
-    })
-    .abort_handle();
+    });
     Ok(Connection { client, driver })
 }
 

@@ -260,9 +260,11 @@ impl Database {
                 }
             };
             let limit = self.config.statement_timeout;
-            // Out of time, the connection is dropped, which closes it; whatever the statement did
-            // on the server, the INSERT on a new connection writes the row at most once.
+            // Out of time, the connection is closed, so a statement still queued in the proxy is
+            // discarded; whatever it did on the server, the INSERT on a new connection writes the
+            // row at most once.
             let Ok(result) = tokio::time::timeout(limit, statement).await else {
+                connection.close().await;
                 if reconnected {
                     let message = format!("the database did not answer within {limit:?}");
                     return Err(Failure::User(message));

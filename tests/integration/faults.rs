@@ -337,8 +337,18 @@ async fn the_database_down_behind_a_live_proxy_times_out_inside_the_deadline() {
     invoke(&app, new_user())
         .await
         .expect("after the database came back");
-    // Cognito's retry of the failed sign-up lands it exactly once, whether or not the abandoned
-    // attempt had reached the database.
+    // The function closed its connection, so the proxy threw the queued INSERT away instead of
+    // running it once the database was back.
+    let sub = unlucky["request"]["userAttributes"]["sub"]
+        .as_str()
+        .expect("sub");
+    let unlucky_rows = format!("SELECT count(*) FROM public.users WHERE cognito_user_id = '{sub}'");
+    assert_eq!(
+        test.query(&unlucky_rows),
+        vec!["0"],
+        "the queued INSERT ran"
+    );
+    // The backfill's (or a parked replay's) INSERT of that user lands it exactly once.
     invoke(&app, unlucky).await.expect("the retry");
     assert_eq!(test.count_users(), 3);
     assert_eq!(
