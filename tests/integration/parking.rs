@@ -550,7 +550,9 @@ async fn poison_messages_end_in_the_dead_letter_queue_and_the_rest_of_the_batch_
 }
 
 /// An INSERT refused for its values (SQLSTATE class 22/23) would be refused again: such a user is
-/// never parked, and in a replay fails alone while the rest of the batch is written.
+/// never parked, and in a replay fails alone while the rest of the batch is written. The refusal's
+/// DETAIL ("Failing row contains (..., refused@example.com, ...)") is in neither the error nor the
+/// logs.
 #[tokio::test]
 async fn a_user_refused_for_its_data_is_not_parked_and_fails_alone_in_a_replay() {
     let test = TestApp::new().await;
@@ -560,10 +562,14 @@ async fn a_user_refused_for_its_data_is_not_parked_and_fails_alone_in_a_replay()
         "ALTER TABLE public.users ADD CONSTRAINT refuse_one \
          CHECK (email <> 'refused@example.com')",
     );
+    let (captured, _guard) = capture();
     let (sub, _) = new_user("refused");
     let event = sign_up(&sub, "refused@example.com", None, None);
     let error = invoke(&app, event).await.expect_err("refused for its data");
     assert_eq!(error.error_type(), "DatabaseError", "{error}");
+    let cause = format!("{} {:?}", error.cause(), error.cause());
+    assert!(cause.contains("23514"), "the SQLSTATE is named: {cause}");
+    assert!(!cause.contains("refused@example.com"), "{cause}");
     assert!(queues.peek(&queues.park_url).await.is_empty(), "not parked");
 
     let refused = NewUser::checked(&sub, "refused@example.com", "r", "R").expect("a user");
@@ -579,6 +585,9 @@ async fn a_user_refused_for_its_data_is_not_parked_and_fails_alone_in_a_replay()
     let rows = rows_per_user(&test);
     assert_eq!(rows.get(&good_sub), Some(&1));
     assert_eq!(rows.get(&sub), None);
+    let logs = captured.text();
+    assert!(logs.contains("23514"), "the failures were logged:\n{logs}");
+    assert_clean(&logs, &["refused@example.com", "good@example.com"]);
 }
 
 /// SQS that does not answer (moto frozen) while the database is down: parking gives up at the
