@@ -1,5 +1,6 @@
 //! Every confirmed sign-up ends as exactly one row.
 
+use cognito_post_confirmation::App;
 use futures::future::join_all;
 use local_stack::Stack;
 use serde_json::json;
@@ -141,6 +142,9 @@ async fn a_burst_of_two_thousand_sign_ups_each_delivered_twice_lands_exactly_onc
         });
     let errors: Vec<String> = join_all(environments).await.into_iter().flatten().collect();
     assert_eq!(errors, Vec::<String>::new());
+    // Each environment kept its one connection: the proxy queued transactions, nobody reconnected.
+    let opened: Vec<u64> = apps.iter().map(App::connections_opened).collect();
+    assert_eq!(opened, vec![1; ENVIRONMENTS]);
     assert_eq!(test.count_users(), ENVIRONMENTS * USERS_EACH);
     assert_eq!(
         test.query("SELECT count(DISTINCT cognito_user_id) FROM public.users"),

@@ -422,7 +422,8 @@ async fn a_cold_start_during_an_outage_recovers_without_a_restart() {
 }
 
 /// A server that accepts connections and never answers (a black hole): the connect is bounded
-/// by the invocation's deadline, not by the kernel's TCP timeouts.
+/// by `DB_CONNECT_TIMEOUT_MS` (here, inside a 2 s budget), not by the kernel's TCP timeouts. (The
+/// deadline's bound, shorter than the connect cap: `parking.rs`, the hung proxy.)
 #[tokio::test]
 async fn a_server_that_never_answers_times_out_inside_the_deadline() {
     let test = TestApp::new().await;

@@ -603,7 +603,8 @@ async fn an_unanswering_queue_returns_the_original_error_in_time() {
     stack.moto.pause();
     let budget = Duration::from_millis(2000);
     let started = Instant::now();
-    let error = invoke_with_deadline(&app, new_user("unparked").1, budget)
+    let (sub, event) = new_user("unparked");
+    let error = invoke_with_deadline(&app, event, budget)
         .await
         .expect_err("neither recorded nor parked");
     let took = started.elapsed();
@@ -612,5 +613,11 @@ async fn an_unanswering_queue_returns_the_original_error_in_time() {
     assert!(took < budget, "took {took:?}");
     // A send abandoned at the deadline may still land once SQS answers again (here moto reads
     // the buffered request when it resumes): then the replay writes the user, once. Never twice.
-    assert!(queues.peek(&queues.park_url).await.len() <= 1);
+    let landed = queues.peek(&queues.park_url).await.len();
+    assert!(landed <= 1, "{landed} messages");
+    stack.bouncer.start();
+    let reports = Esm::run(&app, &queues, 3).await;
+    assert!(reports.iter().all(Vec::is_empty), "{reports:?}");
+    assert!(queues.peek(&queues.park_url).await.is_empty());
+    assert_eq!(rows_per_user(&test).get(&sub).copied().unwrap_or(0), landed);
 }
