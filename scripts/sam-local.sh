@@ -93,7 +93,7 @@ if [ "$stand_in" = 1 ]; then
     # debootstrap runs only as root, and the tree it makes is root's: through sudo otherwise.
     as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
     root="$(mktemp -d)"
-    trap 'as_root rm -rf "$root"; cleanup' EXIT
+    trap 'as_root rm -rf "$root" || true; cleanup' EXIT
     as_root debootstrap --variant=minbase --include=ca-certificates bookworm "$root" >"$work/debootstrap.log" 2>&1 ||
       { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
     # What a function never reads: package caches and lists, documentation, translations.

@@ -613,7 +613,16 @@ async fn an_unanswering_queue_returns_the_original_error_in_time() {
     assert!(took < budget, "took {took:?}");
     // A send abandoned at the deadline may still land once SQS answers again (here moto reads
     // the buffered request when it resumes): then the replay writes the user, once. Never twice.
-    let landed = queues.peek(&queues.park_url).await.len();
+    // Counted once moto has had time to read that request: two counts half a second apart agree.
+    let mut landed = queues.peek(&queues.park_url).await.len();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = queues.peek(&queues.park_url).await.len();
+        if now == landed {
+            break;
+        }
+        landed = now;
+    }
     assert!(landed <= 1, "{landed} messages");
     stack.bouncer.start();
     let reports = Esm::run(&app, &queues, 3).await;
