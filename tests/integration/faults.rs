@@ -273,15 +273,10 @@ async fn a_database_restart_is_survived_without_restarting_the_function() {
 #[tokio::test]
 async fn a_connection_to_a_server_that_takes_no_writes_is_replaced() {
     let test = TestApp::new().await;
-    let mut env = test.env();
-    env.insert("DB_PORT", test.stack.pg.port().to_string());
-    let role = &test.db.role;
+    let app = start_read_only(&test).await;
     test.query(&format!(
-        "ALTER ROLE \"{role}\" SET default_transaction_read_only = on"
-    ));
-    let app = test.start_with(crate::helpers::config_from(&env)).await;
-    test.query(&format!(
-        "ALTER ROLE \"{role}\" RESET default_transaction_read_only"
+        "ALTER ROLE \"{}\" RESET default_transaction_read_only",
+        test.db.role
     ));
     invoke(&app, new_user())
         .await
@@ -301,13 +296,7 @@ async fn a_connection_to_a_server_that_takes_no_writes_is_replaced() {
 #[tokio::test]
 async fn a_second_connection_that_takes_no_writes_fails_as_an_outage() {
     let test = TestApp::new().await;
-    let mut env = test.env();
-    env.insert("DB_PORT", test.stack.pg.port().to_string());
-    let role = &test.db.role;
-    test.query(&format!(
-        "ALTER ROLE \"{role}\" SET default_transaction_read_only = on"
-    ));
-    let app = test.start_with(crate::helpers::config_from(&env)).await;
+    let app = start_read_only(&test).await;
     let error = invoke(&app, new_user()).await.expect_err("read-only twice");
     assert_eq!(error.error_type(), "DatabaseConnectionError", "{error}");
     let cause = error.cause().to_string();
@@ -318,6 +307,18 @@ async fn a_second_connection_that_takes_no_writes_fails_as_an_outage() {
         "the cold start's and one new one"
     );
     assert_eq!(test.count_users(), 0);
+}
+
+/// A cold start straight to PostgreSQL with the test role's sessions made read-only, as on a
+/// server that takes no writes (until the caller resets `default_transaction_read_only`).
+async fn start_read_only(test: &TestApp<'_>) -> App {
+    let mut env = test.env();
+    env.insert("DB_PORT", test.stack.pg.port().to_string());
+    test.query(&format!(
+        "ALTER ROLE \"{}\" SET default_transaction_read_only = on",
+        test.db.role
+    ));
+    test.start_with(crate::helpers::config_from(&env)).await
 }
 
 #[tokio::test]
