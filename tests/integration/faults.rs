@@ -12,7 +12,7 @@ use cognito_post_confirmation::App;
 use cognito_post_confirmation::app::ANSWER_AFTER_IDLE;
 use local_stack::Stack;
 
-use crate::helpers::{TestApp, invoke, invoke_with_deadline, new_user, unique};
+use crate::helpers::{TestApp, invoke, invoke_with_deadline, new_user, settled, unique};
 
 /// Cognito gives the whole call 5 s; a failure must be reported well inside that.
 const COGNITO_BUDGET: Duration = Duration::from_secs(5);
@@ -140,7 +140,7 @@ async fn when_nothing_answers(
     assert_eq!(error.error_type(), "Timeout", "{error}");
     assert!(took < budget, "took {took:?}");
     assert_eq!(test.count_users(), 1);
-    (relay.settled_accepted(), took)
+    (relay.settled_accepted().await, took)
 }
 
 /// A cold start through a [`Relay`] to PostgreSQL, the INSERT capped at `statement_timeout`.
@@ -230,15 +230,9 @@ impl Relay {
 
     /// [`Relay::accepted`] once it stays the same for 250 ms: the relay counts a connection when
     /// its thread gets to it, after the client's connect has returned.
-    fn settled_accepted(&self) -> usize {
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            let before = self.accepted();
-            std::thread::sleep(Duration::from_millis(250));
-            if self.accepted() == before || Instant::now() > until {
-                return self.accepted();
-            }
-        }
+    async fn settled_accepted(&self) -> usize {
+        let every = Duration::from_millis(250);
+        settled(|| async { self.accepted() }, every, Duration::from_secs(5)).await
     }
 }
 
@@ -615,7 +609,7 @@ async fn a_wrong_password_in_the_secret_fails_clearly_without_retrying() {
     assert!(!error.to_string().contains(&wrong));
     assert!(!format!("{:?}", error.cause()).contains(&wrong));
     assert_eq!(
-        relay.settled_accepted(),
+        relay.settled_accepted().await,
         2,
         "one login at cold start, one by the invocation; the secret re-read gives the same password, so no more"
     );
@@ -626,7 +620,7 @@ async fn a_wrong_password_in_the_secret_fails_clearly_without_retrying() {
         .await
         .expect("after the secret was fixed");
     assert_eq!(
-        relay.settled_accepted(),
+        relay.settled_accepted().await,
         4,
         "the held password once more, then the re-read one"
     );

@@ -147,6 +147,25 @@ pub fn widest_value() -> String {
 }
 
 /// A process-unique suffix.
+/// What `count` gives once two reads `every` apart agree (a count something else is still
+/// catching up on), or its last read after `within`.
+pub async fn settled<F, Fut>(mut count: F, every: Duration, within: Duration) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let until = std::time::Instant::now() + within;
+    let mut last = count().await;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = count().await;
+        if now == last || std::time::Instant::now() > until {
+            return now;
+        }
+        last = now;
+    }
+}
+
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);

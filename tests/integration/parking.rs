@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use tracing::instrument::WithSubscriber;
 use tracing::subscriber::NoSubscriber;
 
-use crate::helpers::{TestApp, config_from, invoke, invoke_with_deadline, sign_up, unique};
+use crate::helpers::{
+    TestApp, config_from, invoke, invoke_with_deadline, settled, sign_up, unique,
+};
 use crate::logs::{assert_clean, capture};
 
 /// A park queue with its dead-letter queue, on the stack's moto. (Every receive counts towards
@@ -614,15 +616,8 @@ async fn an_unanswering_queue_returns_the_original_error_in_time() {
     // A send abandoned at the deadline may still land once SQS answers again (here moto reads
     // the buffered request when it resumes): then the replay writes the user, once. Never twice.
     // Counted once moto has had time to read that request: two counts half a second apart agree.
-    let mut landed = queues.peek(&queues.park_url).await.len();
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = queues.peek(&queues.park_url).await.len();
-        if now == landed {
-            break;
-        }
-        landed = now;
-    }
+    let count = || async { queues.peek(&queues.park_url).await.len() };
+    let landed = settled(count, Duration::from_millis(500), Duration::from_secs(10)).await;
     assert!(landed <= 1, "{landed} messages");
     stack.bouncer.start();
     let reports = Esm::run(&app, &queues, 3).await;
