@@ -10,7 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/install-deps.sh
 export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
-work="$PWD/.stack"
+# Its own directory: a `local-stack up` of the README's manual steps keeps .stack/env.
+work="$PWD/.stack/local"
 rm -rf "$work" && mkdir -p "$work"
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
@@ -20,7 +21,7 @@ start_stack
 
 # A free port for cargo lambda watch's Runtime API (its default, 9000, may be taken); LAMBDA_PORT overrides.
 port="${LAMBDA_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
-echo "==> cargo lambda watch on 127.0.0.1:$port (log: .stack/watch.log)"
+echo "==> cargo lambda watch on 127.0.0.1:$port (log: .stack/local/watch.log)"
 AWS_LAMBDA_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info} cargo lambda watch -A 127.0.0.1 -P "$port" >"$work/watch.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 300); do
@@ -39,5 +40,5 @@ invoke() {
 }
 
 run_samples
-echo "==> function logs (JSON, no personal data): .stack/watch.log"
+echo "==> function logs (JSON, no personal data): .stack/local/watch.log"
 exit "$failed"

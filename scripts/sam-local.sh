@@ -30,7 +30,8 @@ export SAM_CLI_TELEMETRY=0
 # moto accepts any credentials; fixed ones keep a developer's real profile out of the container.
 export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
-work="$PWD/.stack"
+# Its own directory: a `local-stack up` of the README's manual steps keeps .stack/env.
+work="$PWD/.stack/sam-local"
 rm -rf "$work" && mkdir -p "$work"
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
@@ -54,7 +55,7 @@ elif [ -z "${DOCKER_HOST:-}" ] && [ "$(id -u)" -eq 0 ] && command -v dockerd >/d
   # overlay2 starts a container in well under a second; vfs, which works on any file system
   # (inside containers and sandboxes too), copies the whole image for each one.
   for driver in overlay2 vfs; do
-    echo "==> Docker: starting dockerd ($driver) for this run (log: .stack/dockerd.log)"
+    echo "==> Docker: starting dockerd ($driver) for this run (log: .stack/sam-local/dockerd.log)"
     dockerd --storage-driver="$driver" >"$work/dockerd.log" 2>&1 &
     dockerd_pid="$!"
     for _ in $(seq 1 120); do
@@ -111,7 +112,7 @@ case "$(uname -m)" in
   aarch64 | arm64) config_env=local-arm64 ;;
   *) echo "error: no SAM config environment for $(uname -m)" >&2; exit 1 ;;
 esac
-echo "==> sam build --config-env $config_env (log: .stack/sam-build.log)"
+echo "==> sam build --config-env $config_env (log: .stack/sam-local/sam-build.log)"
 SAM_BUILD_MODE=debug sam build --config-env "$config_env" >"$work/sam-build.log" 2>&1 ||
   { tail -n 30 "$work/sam-build.log" >&2; exit 1; }
 
