@@ -39,6 +39,29 @@ invoke() {
   check "$file" "$got" "$work/out.json"
 }
 
+# An event serde_json refuses: a lone surrogate in a client metadata value, which whoever signs up
+# chooses. It must fail as the function's own InvalidEvent with the fixed public message, not in
+# the runtime with an error that quotes the field; check_rows then shows it wrote nothing.
+python3 - "$work/unreadable.json" <<'PY'
+import json, sys
+event = json.load(open("events/sign-up.json"))
+event["request"]["userAttributes"]["sub"] = "00000000-0000-4000-8000-00000000d800"
+event["request"]["clientMetadata"] = {"promo-code": "MARK"}
+open(sys.argv[1], "w").write(json.dumps(event).replace("MARK", "x\\ud800y"))
+PY
+if cargo lambda invoke cognito-post-confirmation -A 127.0.0.1 -P "$port" \
+  --data-file "$work/unreadable.json" >"$work/out.json" 2>"$work/err.txt"; then
+  echo "--> a lone surrogate: UNEXPECTED: accepted"
+  failed=1
+elif grep -q "not understood" "$work/err.txt" && grep -q "InvalidEvent" "$work/err.txt" &&
+  ! grep -q "promo" "$work/err.txt"; then
+  echo "--> a lone surrogate: error InvalidEvent with the fixed message, as it must"
+else
+  echo "--> a lone surrogate: UNEXPECTED:"
+  cat "$work/err.txt"
+  failed=1
+fi
+
 run_samples
 echo "==> function logs (JSON, no personal data): .stack/local/watch.log"
 exit "$failed"

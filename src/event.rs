@@ -17,6 +17,10 @@ use serde_json::{Map, Value};
 /// Where in the event something is wrong, and what was expected there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
+    /// Well-formed JSON that serde_json still refuses: a string with an escaped lone surrogate
+    /// (`"\ud800"`, which no UTF-8 string can carry), or nesting deeper than 128 levels.
+    #[error("the event is JSON this function cannot read (a lone surrogate, or nesting too deep)")]
+    Unreadable,
     #[error("the event is not a JSON object")]
     NotAnObject,
     #[error("`{0}` is missing")]

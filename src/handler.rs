@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tracing::{Instrument, field, info, info_span};
 
 use crate::app::{App, RecordError};
@@ -145,9 +146,17 @@ pub fn parse(payload: &Value) -> Result<Action, HandlerError> {
 
 /// Handles one invocation: a Cognito event is answered with the event exactly as received, as
 /// Cognito requires; an SQS event from the park queue is replayed ([`replay`]).
-pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Failure> {
-    let (payload, context) = event.into_parts();
-    if let Some(records) = replay::sqs_records(&payload) {
+///
+/// The runtime hands over the payload unparsed: were it parsed into a `Value` there, an event
+/// serde_json refuses (a lone surrogate in a client metadata value, chosen by whoever signs up)
+/// would fail in the runtime, whose error message, shown to that caller, quotes the field's path.
+/// Here it fails as `InvalidEvent`, with the fixed public message, logged and counted.
+pub async fn handle(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Value, Failure> {
+    let (raw, context) = event.into_parts();
+    let payload = serde_json::from_str::<Value>(raw.get()).map_err(|_| EventError::Unreadable);
+    if let Ok(payload) = &payload
+        && let Some(records) = replay::sqs_records(payload)
+    {
         return Ok(replay::handle(app, records, &context).await);
     }
     let span = info_span!(
@@ -157,23 +166,27 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Failu
     );
     // The sub identifies the user in every line of this invocation, even when the event is
     // rejected later (it is an opaque id, not personal data; bounded in case of junk input).
-    if let Some(sub) = payload
-        .pointer("/request/userAttributes/sub")
-        .and_then(Value::as_str)
-    {
+    if let Some(sub) = payload.as_ref().ok().and_then(|payload| {
+        payload
+            .pointer("/request/userAttributes/sub")
+            .and_then(Value::as_str)
+    }) {
         let shown: String = sub.chars().take(128).collect();
         span.record("sub", shown.as_str());
     }
     let mut tally = Tally::default();
     let result = async {
-        match run(app, &payload, &context, &mut tally).await {
-            Ok(()) => Ok(payload),
-            Err(cause) => {
-                tracing::error!(error_type = cause.error_type(), error = %cause, "invocation failed");
-                tally.failed(cause.error_type());
-                Err(Failure::new(cause, &context.request_id))
-            }
-        }
+        let outcome = match payload {
+            Ok(payload) => run(app, &payload, &context, &mut tally)
+                .await
+                .map(|()| payload),
+            Err(error) => Err(HandlerError::from(error)),
+        };
+        outcome.map_err(|cause| {
+            tracing::error!(error_type = cause.error_type(), error = %cause, "invocation failed");
+            tally.failed(cause.error_type());
+            Failure::new(cause, &context.request_id)
+        })
     }
     .instrument(span)
     .await;

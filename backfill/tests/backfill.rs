@@ -268,6 +268,7 @@ mod lambda_context {
     pub async fn invoke(app: &App, event: serde_json::Value) {
         let mut context = Context::default();
         context.request_id = "backfill-test".to_owned();
+        let event = serde_json::value::to_raw_value(&event).expect("JSON");
         handler::handle(app, LambdaEvent::new(event, context))
             .await
             .expect("the trigger records the user");

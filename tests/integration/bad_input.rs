@@ -3,7 +3,12 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, invoke, sign_up, unique, widest_value};
+use std::time::Duration;
+
+use cognito_post_confirmation::event::EventError;
+use cognito_post_confirmation::handler::HandlerError;
+
+use crate::helpers::{TestApp, invoke, invoke_json, sign_up, unique, widest_value};
 
 enum Expect {
     /// One row with exactly these handle and display name (email and sub as sent).
@@ -203,6 +208,53 @@ async fn each_bad_input_lands_exactly_or_fails_clearly_and_writes_nothing() {
             }
         }
     }
+}
+
+/// Well-formed JSON that serde_json refuses: a lone surrogate escape, in what the person signing up
+/// chooses (a client metadata value, their name). Parsed by the runtime, it failed there, with a
+/// message for the caller that named the field; now it is an `InvalidEvent` like any other, with
+/// the fixed message, and writes nothing.
+#[tokio::test]
+async fn a_lone_surrogate_fails_as_invalid_event_with_the_fixed_message() {
+    let test = TestApp::new().await;
+    let app = test.start().await;
+    let marked = |pointer: &str| {
+        let mut event = sign_up(&format!("sub-{}", unique()), "s@example.com", None, None);
+        event["request"]["clientMetadata"] = json!({"promo-code-7": "ok"});
+        *event.pointer_mut(pointer).expect("field") = json!("MARK");
+        event.to_string().replace("MARK", "x\\ud800y")
+    };
+    for pointer in [
+        "/request/clientMetadata/promo-code-7",
+        "/request/userAttributes/email",
+    ] {
+        let json = marked(pointer);
+        assert!(
+            serde_json::from_str::<Value>(&json).is_err(),
+            "serde_json refuses {json}"
+        );
+        let failure = invoke_json(&app, &json, Duration::from_secs(5))
+            .await
+            .expect_err(pointer);
+        assert!(
+            matches!(
+                failure.cause(),
+                HandlerError::InvalidEvent(EventError::Unreadable)
+            ),
+            "{pointer}: {:?}",
+            failure.cause()
+        );
+        let message = failure.to_string();
+        assert!(
+            message
+                .starts_with("The confirmation event was not understood. (InvalidEvent, request "),
+            "{pointer}: {message}"
+        );
+        for private in ["promo", "clientMetadata", "email", "surrogate"] {
+            assert!(!message.contains(private), "{pointer}: {message}");
+        }
+    }
+    assert_eq!(test.count_users(), 0);
 }
 
 /// The product's decision: `handle` is not unique. A second user choosing a taken

@@ -11,6 +11,7 @@ use cognito_post_confirmation::{App, Config};
 use lambda_runtime::{Context, LambdaEvent};
 use local_stack::{Stack, TestDb};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use local_stack::SCHEMA;
 
@@ -97,6 +98,12 @@ pub async fn invoke_with_deadline(
     event: Value,
     budget: Duration,
 ) -> Result<Value, Failure> {
+    invoke_json(app, &event.to_string(), budget).await
+}
+
+/// Invokes the handler with `json` as the runtime hands it over: text the handler parses itself.
+pub async fn invoke_json(app: &App, json: &str, budget: Duration) -> Result<Value, Failure> {
+    let event = RawValue::from_string(json.to_owned()).expect("well-formed JSON");
     let mut context = Context::default();
     context.request_id = format!("req-{}", unique());
     let now_ms = SystemTime::now()
