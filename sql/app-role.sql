@@ -21,6 +21,11 @@
   \set app_role cognito_post_confirmation
 \endif
 
+-- One transaction: sessions see the role's rights before the file or after it, never between its
+-- REVOKEs and its GRANTs (a re-run on a live database refuses no sign-up), and a file stopped by
+-- an error changes nothing.
+BEGIN;
+
 -- Before PostgreSQL 15 every role (PUBLIC) may create objects in schema public, and nothing done
 -- to one role takes that away. Taking it from PUBLIC is the database owner's call (15 made it the
 -- default), so this file stops, having changed nothing, until it is done.
@@ -69,7 +74,7 @@ SELECT format('GRANT INSERT (display_name, email, handle, cognito_user_id, creat
 -- NOINHERIT above keeps a membership's rights from applying by themselves, but not from being
 -- taken with SET ROLE, and from PostgreSQL 16 a grant made WITH INHERIT TRUE inherits anyway. A
 -- membership this user may not revoke (granted by another role, on 16 or later) stops the file
--- here with PostgreSQL's error, everything above done.
+-- here with PostgreSQL's error, having changed nothing.
 SELECT format('REVOKE %I FROM %I', r.rolname, :'app_role')
   || coalesce(' GRANTED BY ' || quote_ident(g.rolname), '')
 FROM pg_auth_members m
@@ -77,3 +82,5 @@ JOIN pg_roles r ON r.oid = m.roleid
 LEFT JOIN pg_roles g ON g.oid = m.grantor
 WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = :'app_role') AND r.rolname <> 'rds_iam'
 \gexec
+
+COMMIT;

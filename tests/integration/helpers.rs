@@ -77,6 +77,21 @@ impl<'s> TestApp<'s> {
             .collect()
     }
 
+    /// A superuser session in the test's database over PostgreSQL's unix socket, for what a
+    /// `psql` process cannot do: hold a transaction open while the test goes on.
+    pub async fn admin_session(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(self.stack.pg.socket_dir())
+            .port(self.stack.pg.port())
+            .user("postgres")
+            .dbname(&self.db.name)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("an admin session");
+        tokio::spawn(async move { drop(connection.await) });
+        client
+    }
+
     pub fn count_users(&self) -> usize {
         self.query("SELECT count(*) FROM public.users")[0]
             .parse()
@@ -153,7 +168,6 @@ pub fn widest_value() -> String {
         .collect()
 }
 
-/// A process-unique suffix.
 /// What `count` gives once two reads `every` apart agree (a count something else is still
 /// catching up on), or its last read after `within`.
 pub async fn settled<F, Fut>(mut count: F, every: Duration, within: Duration) -> usize
@@ -173,6 +187,7 @@ where
     }
 }
 
+/// A process-unique suffix.
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);

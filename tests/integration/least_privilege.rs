@@ -2,6 +2,8 @@
 //! role can insert into `public.users` the columns the function writes and read its
 //! `cognito_user_id`, but do nothing else (not even choose a row's `uuid`).
 
+use std::time::{Duration, Instant};
+
 use local_stack::APP_ROLE_SQL;
 
 use crate::helpers::{TestApp, invoke, sign_up, unique};
@@ -183,4 +185,66 @@ async fn app_role_sql_refuses_a_database_where_everyone_may_create() {
         vec!["f|f"],
         "it may neither create nor read whole rows"
     );
+}
+
+/// Re-running sql/app-role.sql on a live database never leaves the function's role without its
+/// rights, not even between the file's REVOKEs and its GRANTs: the file is one transaction. Here
+/// the re-run is held between the two (an uncommitted GRANT on schema public makes the file's
+/// REVOKE on that schema wait for it), and a sign-up made meanwhile lands.
+#[tokio::test]
+async fn a_rerun_of_app_role_sql_never_leaves_the_role_without_its_rights() {
+    let test = TestApp::new().await;
+    let app = test.start().await;
+    let admin = test.admin_session().await;
+    let blocker = test.admin_session().await;
+    blocker
+        .batch_execute("CREATE ROLE held_back; BEGIN; GRANT USAGE ON SCHEMA public TO held_back")
+        .await
+        .expect("the blocking transaction");
+    let (stack, name, role) = (test.stack, test.db.name.clone(), test.db.role.clone());
+    let rerun = std::thread::spawn(move || {
+        stack
+            .pg
+            .admin_psql(&name, APP_ROLE_SQL, &[("app_role", &role)])
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE wait_event_type = 'Lock' AND query LIKE 'REVOKE ALL ON SCHEMA public%'";
+    let started = Instant::now();
+    while admin
+        .query_one(waiting, &[])
+        .await
+        .expect("pg_stat_activity")
+        .get::<_, i64>(0)
+        != 1
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the re-run never waited at its REVOKE on schema public"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    invoke(
+        &app,
+        sign_up(&format!("sub-{}", unique()), "mid@example.com", None, None),
+    )
+    .await
+    .expect("a sign-up during the re-run lands");
+    blocker.batch_execute("ROLLBACK").await.expect("rollback");
+    rerun
+        .join()
+        .expect("the re-run's thread")
+        .expect("sql/app-role.sql again");
+    invoke(
+        &app,
+        sign_up(
+            &format!("sub-{}", unique()),
+            "after@example.com",
+            None,
+            None,
+        ),
+    )
+    .await
+    .expect("a sign-up after the re-run lands");
+    assert_eq!(test.count_users(), 2);
 }
