@@ -4,6 +4,12 @@
 -- by the original seed schema without the unique key. The tests and the local stack apply exactly
 -- this file.
 
+-- Sign-ups never queue behind this file for long: a step that must lock the table (the first time
+-- only: each one below is skipped when already done) gives up after 1 s, under the function's
+-- statement cap, rather than wait behind a long transaction or a VACUUM while every INSERT waits
+-- behind it. Run it again later.
+SET lock_timeout = '1s';
+
 CREATE TABLE IF NOT EXISTS public.users (
   uuid            uuid        NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
   display_name    text        NOT NULL,
@@ -34,8 +40,17 @@ $$;
 -- a hash index: a btree entry may not exceed 2704 bytes, while a preferred_username of 2048
 -- characters takes up to 8 KiB, and a btree would refuse that user's row (SQLSTATE 54000).
 -- A hash index stores a 4-byte hash whatever the length and serves `WHERE handle = ...`.
-CREATE INDEX IF NOT EXISTS users_handle_hash_idx ON public.users USING hash (handle);
+-- (Checked first: CREATE INDEX IF NOT EXISTS locks the table before it looks.)
+DO $$
+BEGIN
+  IF to_regclass('public.users_handle_hash_idx') IS NULL THEN
+    CREATE INDEX users_handle_hash_idx ON public.users USING hash (handle);
+  END IF;
+END
+$$;
 -- The btree that earlier versions of this file made. On a large table, build the hash index with
 -- CREATE INDEX CONCURRENTLY before running this file (README, "The database"): built here, it
 -- holds sign-ups back while it builds.
 DROP INDEX IF EXISTS public.users_handle_idx;
+
+RESET lock_timeout;
