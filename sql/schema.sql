@@ -5,9 +5,9 @@
 -- this file.
 
 -- Sign-ups never queue behind this file for long: a step that must lock the table (the first time
--- only: each one below is skipped when already done) gives up after 1 s, under the function's
--- statement cap, rather than wait behind a long transaction or a VACUUM while every INSERT waits
--- behind it. Run it again later.
+-- only: each one below is skipped when already done) gives up after 1 s (under the function's
+-- default statement cap, 1.8 s) rather than wait behind a long transaction or a VACUUM while every
+-- INSERT waits behind it. Run it again later.
 SET lock_timeout = '1s';
 
 CREATE TABLE IF NOT EXISTS public.users (
@@ -40,17 +40,24 @@ $$;
 -- a hash index: a btree entry may not exceed 2704 bytes, while a preferred_username of 2048
 -- characters takes up to 8 KiB, and a btree would refuse that user's row (SQLSTATE 54000).
 -- A hash index stores a 4-byte hash whatever the length and serves `WHERE handle = ...`.
--- (Checked first: CREATE INDEX IF NOT EXISTS locks the table before it looks.)
+-- One block, so that it does all or nothing whether or not the caller stops on errors. The index is
+-- created only if missing (CREATE INDEX IF NOT EXISTS would lock the table before it looks); one
+-- left invalid by a failed CREATE INDEX CONCURRENTLY is an error, and the block does nothing. Then
+-- the btree that earlier versions of this file made goes. On a large table, build the hash index with CREATE INDEX
+-- CONCURRENTLY before running this file (README, "The database"): built here, it holds sign-ups
+-- back while it builds.
 DO $$
 BEGIN
   IF to_regclass('public.users_handle_hash_idx') IS NULL THEN
     CREATE INDEX users_handle_hash_idx ON public.users USING hash (handle);
+  ELSIF NOT (SELECT indisvalid FROM pg_index
+             WHERE indexrelid = to_regclass('public.users_handle_hash_idx')) THEN
+    RAISE EXCEPTION 'index users_handle_hash_idx is invalid (a CREATE INDEX CONCURRENTLY failed)'
+      USING HINT = 'Drop it with DROP INDEX CONCURRENTLY, build it again, then run this file '
+        'again (README, "The database").';
   END IF;
+  DROP INDEX IF EXISTS public.users_handle_idx;
 END
 $$;
--- The btree that earlier versions of this file made. On a large table, build the hash index with
--- CREATE INDEX CONCURRENTLY before running this file (README, "The database"): built here, it
--- holds sign-ups back while it builds.
-DROP INDEX IF EXISTS public.users_handle_idx;
 
 RESET lock_timeout;

@@ -208,7 +208,8 @@ async fn a_rerun_of_app_role_sql_never_leaves_the_role_without_its_rights() {
             .admin_psql(&name, APP_ROLE_SQL, &[("app_role", &role)])
     });
     let waiting = "SELECT count(*) FROM pg_stat_activity \
-                   WHERE wait_event_type = 'Lock' AND query LIKE 'REVOKE ALL ON SCHEMA public%'";
+                   WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                   AND query LIKE 'REVOKE ALL ON SCHEMA public%'";
     let started = Instant::now();
     while admin
         .query_one(waiting, &[])

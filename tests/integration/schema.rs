@@ -4,25 +4,53 @@ use local_stack::Stack;
 
 use crate::helpers::{SCHEMA, TestApp, invoke, new_user, widest_value};
 
-/// sql/schema.sql as versions before the hash index had it: a btree on `handle`, and nothing that
-/// drops it.
+/// sql/schema.sql as versions before the hash index had it: a btree on `handle` in place of the
+/// block that makes the hash index and drops that btree.
 fn earlier_schema() -> String {
-    let earlier = SCHEMA
-        .replace(
-            "users_handle_hash_idx ON public.users USING hash (handle)",
-            "users_handle_idx ON public.users (handle)",
-        )
-        .replace(
-            "'public.users_handle_hash_idx'",
-            "'public.users_handle_idx'",
-        )
-        .replace("DROP INDEX IF EXISTS public.users_handle_idx;", "");
-    assert_eq!(
-        earlier.matches("users_handle").count(),
-        2,
-        "the test no longer matches sql/schema.sql"
+    let start = SCHEMA
+        .find("DO $$\nBEGIN\n  IF to_regclass('public.users_handle_hash_idx') IS NULL")
+        .expect("sql/schema.sql's handle index block");
+    let end = start + SCHEMA[start..].find("\n$$;\n").expect("its end") + "\n$$;\n".len();
+    let block = &SCHEMA[start..end];
+    assert!(block.contains("DROP INDEX IF EXISTS public.users_handle_idx;"));
+    format!(
+        "{}CREATE INDEX IF NOT EXISTS users_handle_idx ON public.users (handle);\n{}",
+        &SCHEMA[..start],
+        &SCHEMA[end..]
+    )
+}
+
+/// An invalid hash index, as a failed `CREATE INDEX CONCURRENTLY` of the README's upgrade leaves
+/// it, stops the upgrade with an error saying so, and the btree is kept: dropping it would leave
+/// `handle` with no usable index.
+#[tokio::test]
+async fn an_invalid_hash_index_stops_the_upgrade_and_keeps_the_btree() {
+    let test = TestApp::with_schema(Stack::shared(), &earlier_schema()).await;
+    test.query(
+        "CREATE INDEX users_handle_hash_idx ON public.users USING hash (handle); \
+         UPDATE pg_index SET indisvalid = false \
+         WHERE indexrelid = 'public.users_handle_hash_idx'::regclass",
     );
-    earlier
+    let error = test
+        .stack
+        .pg
+        .admin_psql(&test.db.name, SCHEMA, &[])
+        .expect_err("the invalid index is an error");
+    assert!(
+        format!("{error:#}").contains("users_handle_hash_idx is invalid"),
+        "{error:#}"
+    );
+    // As an operator may run it: without ON_ERROR_STOP, so psql goes on after the error.
+    let without_stop = format!("\\set ON_ERROR_STOP off\n{SCHEMA}");
+    test.stack
+        .pg
+        .admin_psql(&test.db.name, &without_stop, &[])
+        .expect("psql goes on");
+    assert_eq!(
+        test.query("SELECT count(*) FROM pg_class WHERE relname = 'users_handle_idx'"),
+        ["1"],
+        "the btree is kept"
+    );
 }
 
 /// Earlier versions indexed `handle` with a btree, which refuses a row whose handle takes more
