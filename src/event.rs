@@ -17,9 +17,11 @@ use serde_json::{Map, Value};
 /// Where in the event something is wrong, and what was expected there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
-    /// Well-formed JSON that serde_json still refuses: a string with an escaped lone surrogate
-    /// (`"\ud800"`, which no UTF-8 string can carry), or nesting deeper than 128 levels.
-    #[error("the event is JSON this function cannot read (a lone surrogate, or nesting too deep)")]
+    /// Well-formed JSON that serde_json still refuses, even with its lone surrogates read as NULs
+    /// ([`read`]): a number out of range, or nesting deeper than 128 levels.
+    #[error(
+        "the event is JSON this function cannot read (a number out of range, or nesting too deep)"
+    )]
     Unreadable,
     #[error("the event is not a JSON object")]
     NotAnObject,
@@ -70,6 +72,58 @@ pub enum Trigger {
     SignUp(Box<CognitoEventUserPoolsPostConfirmation>),
     /// `PostConfirmation_ConfirmForgotPassword`.
     ForgotPassword,
+}
+
+/// Reads the event's JSON text. serde_json refuses an escaped lone surrogate (`"\ud800"`: half
+/// of a UTF-16 pair, which no UTF-8 string can hold), and Cognito passes one on from what a client
+/// sent: an app that cut a string between the two halves of an emoji, say. Such an event is read
+/// again with each lone surrogate as a NUL, which no value the row takes may hold (so it is
+/// refused as `InvalidUserAttributes`), and which anywhere else (client metadata, an attribute
+/// the row does not take) changes nothing: a stray half character there must not lose the user.
+pub fn read(json: &str) -> Result<Value, EventError> {
+    serde_json::from_str(json)
+        .or_else(|_| serde_json::from_str(&lone_surrogates_as_nul(json)))
+        .map_err(|_| EventError::Unreadable)
+}
+
+/// `json`, well-formed JSON text, with each `\uXXXX` escape of a lone surrogate (a high one not
+/// followed by a low one, or a low one not after a high one) written `\u0000` instead. In
+/// well-formed JSON every backslash starts an escape inside a string, so no string tracking is
+/// needed.
+fn lone_surrogates_as_nul(json: &str) -> String {
+    /// The code unit of a `\uXXXX` escape at byte `at`.
+    fn unit(json: &str, at: usize) -> Option<u16> {
+        let hex = json.get(at..at + 6)?.strip_prefix("\\u")?;
+        u16::from_str_radix(hex, 16).ok()
+    }
+    let mut out = String::with_capacity(json.len());
+    let (mut copied, mut at) = (0, 0);
+    while let Some(found) = json.get(at..).and_then(|rest| rest.find('\\')) {
+        let escape = at + found;
+        let lone = match unit(json, escape) {
+            Some(0xD800..=0xDBFF) if matches!(unit(json, escape + 6), Some(0xDC00..=0xDFFF)) => {
+                at = escape + 12;
+                false
+            }
+            Some(0xD800..=0xDFFF) => true,
+            Some(_) => {
+                at = escape + 6;
+                false
+            }
+            // `\"`, `\\`, `\n`, ...: two characters.
+            None => {
+                at = escape + 2;
+                false
+            }
+        };
+        if lone {
+            out.push_str(json.get(copied..escape).unwrap_or_default());
+            out.push_str("\\u0000");
+            (copied, at) = (escape + 6, escape + 6);
+        }
+    }
+    out.push_str(json.get(copied..).unwrap_or_default());
+    out
 }
 
 /// Checks the event's shape and parses it.
@@ -166,6 +220,32 @@ fn string_map(
 pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn lone_surrogates_are_read_as_nul_and_pairs_and_other_escapes_kept() {
+        let cases = [
+            (r#"{"a":"x\ud800y"}"#, r#"{"a":"x\u0000y"}"#),
+            (r#"{"a":"\udc00"}"#, r#"{"a":"\u0000"}"#),
+            (r#"{"a":"\ud800"}"#, r#"{"a":"\u0000"}"#),
+            (
+                r#"{"a":"\ud800\ud800\udc00"}"#,
+                r#"{"a":"\u0000\ud800\udc00"}"#,
+            ),
+            (
+                r#"{"a":"\ud83d\ude00 \u00e9 \"\n"}"#,
+                r#"{"a":"\ud83d\ude00 \u00e9 \"\n"}"#,
+            ),
+            // An escaped backslash, then the letters "ud800": no escape at all.
+            (r#"{"a":"\\ud800"}"#, r#"{"a":"\\ud800"}"#),
+            (r#"{"\udfff":"é"}"#, r#"{"\u0000":"é"}"#),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(lone_surrogates_as_nul(json), expected, "{json}");
+        }
+        let value = read(r#"{"a":"x\ud800y","b":"\ud83d\ude00"}"#).expect("read");
+        assert_eq!(value, json!({"a": "x\0y", "b": "😀"}));
+        assert_eq!(read(r#"{"a":1e400}"#), Err(EventError::Unreadable));
+    }
 
     /// A sign-up confirmation with these user attributes (also used by the handler's tests).
     pub(crate) fn sign_up_with(attributes: Value) -> Value {

@@ -144,20 +144,29 @@ pub fn parse(payload: &Value) -> Result<Action, HandlerError> {
     }
 }
 
+/// What an invocation answers: the Cognito event exactly as it arrived (Cognito requires it back
+/// unchanged), or the park queue's batch response.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Event(Box<RawValue>),
+    Batch(Value),
+}
+
 /// Handles one invocation: a Cognito event is answered with the event exactly as received, as
 /// Cognito requires; an SQS event from the park queue is replayed ([`replay`]).
 ///
-/// The runtime hands over the payload unparsed: were it parsed into a `Value` there, an event
-/// serde_json refuses (a lone surrogate in a client metadata value, chosen by whoever signs up)
-/// would fail in the runtime, whose error message, shown to that caller, quotes the field's path.
-/// Here it fails as `InvalidEvent`, with the fixed public message, logged and counted.
-pub async fn handle(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Value, Failure> {
+/// The runtime hands over the payload unparsed, and [`event::read`] reads it: parsed into a
+/// `Value` by the runtime, an event holding an escaped lone surrogate (in a client metadata value,
+/// say) failed there, before this code ran, with an error message for the caller that quoted the
+/// field's path.
+pub async fn handle(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Answer, Failure> {
     let (raw, context) = event.into_parts();
-    let payload = serde_json::from_str::<Value>(raw.get()).map_err(|_| EventError::Unreadable);
+    let payload = event::read(raw.get());
     if let Ok(payload) = &payload
         && let Some(records) = replay::sqs_records(payload)
     {
-        return Ok(replay::handle(app, records, &context).await);
+        return Ok(Answer::Batch(replay::handle(app, records, &context).await));
     }
     let span = info_span!(
         "post_confirmation",
@@ -179,7 +188,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Valu
         let outcome = match payload {
             Ok(payload) => run(app, &payload, &context, &mut tally)
                 .await
-                .map(|()| payload),
+                .map(|()| Answer::Event(raw)),
             Err(error) => Err(HandlerError::from(error)),
         };
         outcome.map_err(|cause| {

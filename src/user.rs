@@ -41,7 +41,9 @@ pub enum InvalidUser {
     Missing(&'static str),
     #[error("the `{0}` attribute is longer than {MAX_ATTRIBUTE_CHARS} characters")]
     TooLong(&'static str),
-    #[error("the `{0}` attribute contains a NUL character")]
+    /// A NUL, which PostgreSQL's `text` cannot store, or an escaped lone surrogate, which the
+    /// event is read with as a NUL ([`crate::event::read`]).
+    #[error("the `{0}` attribute contains a NUL character or a lone surrogate")]
     ContainsNul(&'static str),
 }
 

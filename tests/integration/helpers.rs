@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
-use cognito_post_confirmation::handler::{self, Failure};
+use cognito_post_confirmation::handler::{self, Answer, Failure};
 use cognito_post_confirmation::{App, Config};
 use lambda_runtime::{Context, LambdaEvent};
 use local_stack::{Stack, TestDb};
@@ -113,11 +113,12 @@ pub async fn invoke_with_deadline(
     event: Value,
     budget: Duration,
 ) -> Result<Value, Failure> {
-    invoke_json(app, &event.to_string(), budget).await
+    let answer = invoke_json(app, &event.to_string(), budget).await?;
+    Ok(serde_json::to_value(answer).expect("the answer is JSON"))
 }
 
-/// Invokes the handler with `json` as the runtime hands it over: text the handler parses itself.
-pub async fn invoke_json(app: &App, json: &str, budget: Duration) -> Result<Value, Failure> {
+/// Invokes the handler with `json` as the runtime hands it over: text the handler reads itself.
+pub async fn invoke_json(app: &App, json: &str, budget: Duration) -> Result<Answer, Failure> {
     let event = RawValue::from_string(json.to_owned()).expect("well-formed JSON");
     let mut context = Context::default();
     context.request_id = format!("req-{}", unique());
