@@ -42,7 +42,8 @@ $$;
 -- A hash index stores a 4-byte hash whatever the length and serves `WHERE handle = ...`.
 -- One block, so that it does all or nothing whether or not the caller stops on errors. The index is
 -- created only if missing (CREATE INDEX IF NOT EXISTS would lock the table before it looks); one
--- left invalid by a failed CREATE INDEX CONCURRENTLY is an error, and the block does nothing. Then
+-- not valid (a CREATE INDEX CONCURRENTLY failed, or still running) is an error, and the block does
+-- nothing. Then
 -- the btree that earlier versions of this file made goes. On a large table, build the hash index with CREATE INDEX
 -- CONCURRENTLY before running this file (README, "The database"): built here, it holds sign-ups
 -- back while it builds.
@@ -52,9 +53,10 @@ BEGIN
     CREATE INDEX users_handle_hash_idx ON public.users USING hash (handle);
   ELSIF NOT (SELECT indisvalid FROM pg_index
              WHERE indexrelid = to_regclass('public.users_handle_hash_idx')) THEN
-    RAISE EXCEPTION 'index users_handle_hash_idx is invalid (a CREATE INDEX CONCURRENTLY failed)'
-      USING HINT = 'Drop it with DROP INDEX CONCURRENTLY, build it again, then run this file '
-        'again (README, "The database").';
+    RAISE EXCEPTION 'index users_handle_hash_idx is not valid: a CREATE INDEX CONCURRENTLY failed, '
+      'or is still running'
+      USING HINT = 'If pg_stat_progress_create_index shows no build, drop it with DROP INDEX '
+        'CONCURRENTLY and build it again; then run this file again (README, "The database").';
   END IF;
   DROP INDEX IF EXISTS public.users_handle_idx;
 END

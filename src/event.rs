@@ -231,16 +231,27 @@ pub(crate) mod tests {
                 r#"{"a":"\ud800\ud800\udc00"}"#,
                 r#"{"a":"\u0000\ud800\udc00"}"#,
             ),
-            (
-                r#"{"a":"\ud83d\ude00 \u00e9 \"\n"}"#,
-                r#"{"a":"\ud83d\ude00 \u00e9 \"\n"}"#,
-            ),
-            // An escaped backslash, then the letters "ud800": no escape at all.
-            (r#"{"a":"\\ud800"}"#, r#"{"a":"\\ud800"}"#),
             (r#"{"\udfff":"é"}"#, r#"{"\u0000":"é"}"#),
+            (
+                r#"{"a":"\uD83D\uDE00\uDC00"}"#,
+                r#"{"a":"\uD83D\uDE00\u0000"}"#,
+            ),
+            (r#"{"a":"\ud800\u0041"}"#, r#"{"a":"\u0000\u0041"}"#),
+            (r#"{"a":"\ud800\\udc00"}"#, r#"{"a":"\u0000\\udc00"}"#),
+            (r#"{"a":"\ud800\n"}"#, r#"{"a":"\u0000\n"}"#),
+            // A pair split between a key and its value is two lone halves.
+            (r#"{"\ud800":"\udc00"}"#, r#"{"\u0000":"\u0000"}"#),
         ];
         for (json, expected) in cases {
-            assert_eq!(lone_surrogates_as_nul(json), expected, "{json}");
+            assert!(serde_json::from_str::<Value>(json).is_err(), "{json}");
+            let out = lone_surrogates_as_nul(json);
+            assert_eq!(out, expected, "{json}");
+            assert!(serde_json::from_str::<Value>(&out).is_ok(), "{out}");
+        }
+        // A pair, other escapes, and an escaped backslash before the letters "ud800".
+        let unchanged = [r#"{"a":"\ud83d\ude00 \u00e9 \"\n"}"#, r#"{"a":"\\ud800"}"#];
+        for json in unchanged {
+            assert_eq!(lone_surrogates_as_nul(json), json);
         }
         let value = read(r#"{"a":"x\ud800y","b":"\ud83d\ude00"}"#).expect("read");
         assert_eq!(value, json!({"a": "x\0y", "b": "😀"}));

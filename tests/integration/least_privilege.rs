@@ -197,8 +197,12 @@ async fn a_rerun_of_app_role_sql_never_leaves_the_role_without_its_rights() {
     let app = test.start().await;
     let admin = test.admin_session().await;
     let blocker = test.admin_session().await;
+    // Roles are the cluster's, shared by every test database: one of this test's own.
+    let held_back = format!("{}_held_back", test.db.name);
     blocker
-        .batch_execute("CREATE ROLE held_back; BEGIN; GRANT USAGE ON SCHEMA public TO held_back")
+        .batch_execute(&format!(
+            "CREATE ROLE \"{held_back}\"; BEGIN; GRANT USAGE ON SCHEMA public TO \"{held_back}\""
+        ))
         .await
         .expect("the blocking transaction");
     let (stack, name, role) = (test.stack, test.db.name.clone(), test.db.role.clone());

@@ -37,7 +37,7 @@ async fn an_invalid_hash_index_stops_the_upgrade_and_keeps_the_btree() {
         .admin_psql(&test.db.name, SCHEMA, &[])
         .expect_err("the invalid index is an error");
     assert!(
-        format!("{error:#}").contains("users_handle_hash_idx is invalid"),
+        format!("{error:#}").contains("users_handle_hash_idx is not valid"),
         "{error:#}"
     );
     // As an operator may run it: without ON_ERROR_STOP, so psql goes on after the error.
