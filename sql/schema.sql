@@ -40,13 +40,12 @@ $$;
 -- a hash index: a btree entry may not exceed 2704 bytes, while a preferred_username of 2048
 -- characters takes up to 8 KiB, and a btree would refuse that user's row (SQLSTATE 54000).
 -- A hash index stores a 4-byte hash whatever the length and serves `WHERE handle = ...`.
--- One block, so that it does all or nothing whether or not the caller stops on errors. The index is
--- created only if missing (CREATE INDEX IF NOT EXISTS would lock the table before it looks); one
--- not valid (a CREATE INDEX CONCURRENTLY failed, or still running) is an error, and the block does
--- nothing. Then
--- the btree that earlier versions of this file made goes. On a large table, build the hash index with CREATE INDEX
--- CONCURRENTLY before running this file (README, "The database"): built here, it holds sign-ups
--- back while it builds.
+-- One block, so that it does all or nothing whether or not the caller stops on errors. The index
+-- is created only if missing (CREATE INDEX IF NOT EXISTS would lock the table before it looks);
+-- one not valid (a CREATE INDEX CONCURRENTLY failed, or still running) is an error, and the block
+-- does nothing. Then the btree that earlier versions of this file made goes. On a large table,
+-- build the hash index with CREATE INDEX CONCURRENTLY before running this file (README, "The
+-- database"): built here, it holds sign-ups back while it builds.
 DO $$
 BEGIN
   IF to_regclass('public.users_handle_hash_idx') IS NULL THEN

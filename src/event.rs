@@ -100,27 +100,20 @@ fn lone_surrogates_as_nul(json: &str) -> String {
     let (mut copied, mut at) = (0, 0);
     while let Some(found) = json.get(at..).and_then(|rest| rest.find('\\')) {
         let escape = at + found;
-        let lone = match unit(json, escape) {
-            Some(0xD800..=0xDBFF) if matches!(unit(json, escape + 6), Some(0xDC00..=0xDFFF)) => {
-                at = escape + 12;
-                false
+        let length = match unit(json, escape) {
+            // A pair: both escapes stay.
+            Some(0xD800..=0xDBFF) if matches!(unit(json, escape + 6), Some(0xDC00..=0xDFFF)) => 12,
+            Some(0xD800..=0xDFFF) => {
+                out.push_str(json.get(copied..escape).unwrap_or_default());
+                out.push_str("\\u0000");
+                copied = escape + 6;
+                6
             }
-            Some(0xD800..=0xDFFF) => true,
-            Some(_) => {
-                at = escape + 6;
-                false
-            }
+            Some(_) => 6,
             // `\"`, `\\`, `\n`, ...: two characters.
-            None => {
-                at = escape + 2;
-                false
-            }
+            None => 2,
         };
-        if lone {
-            out.push_str(json.get(copied..escape).unwrap_or_default());
-            out.push_str("\\u0000");
-            (copied, at) = (escape + 6, escape + 6);
-        }
+        at = escape + length;
     }
     out.push_str(json.get(copied..).unwrap_or_default());
     out

@@ -41,9 +41,9 @@ async fn a_connection_dropped_by_the_proxy_is_replaced_on_the_next_invocation() 
 
 /// Something between the function and the database (a firewall past its TCP idle timeout; a NAT
 /// gateway or a load balancer would send a reset instead) forgets the connection while the
-/// function is idle, and tells neither side: the INSERT sent on it gets no answer and no reset. The connection sat unused long enough for that, so the function
-/// gives it up after `ANSWER_AFTER_IDLE` (not `DB_STATEMENT_TIMEOUT_MS`) and writes the row on a
-/// new one.
+/// function is idle, and tells neither side: the INSERT sent on it gets no answer and no reset.
+/// The connection sat unused long enough for that, so the function gives it up after
+/// `ANSWER_AFTER_IDLE` (not `DB_STATEMENT_TIMEOUT_MS`) and writes the row on a new one.
 #[tokio::test]
 async fn a_connection_forgotten_while_idle_is_replaced_inside_the_deadline() {
     let test = TestApp::new().await;
