@@ -136,9 +136,10 @@ enum Failure {
     Run(Fatal),
 }
 
-/// How long getting credentials may take: the AWS SDK's first call of the run (resolving a
-/// profile, SSO, an assumed role) is part of it, on an operator's machine rather than in Lambda.
-const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long getting credentials may take (what `cognito-backfill` gives [`Database::open`]): the
+/// AWS SDK's first call of the run (resolving a profile, SSO, an assumed role) is part of it, on
+/// an operator's machine rather than in Lambda.
+pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A login refused with the current credentials too: no later user can be recorded either.
 fn refused_for_good(refused: &str) -> Fatal {
@@ -166,13 +167,17 @@ pub struct Database {
     tls: MakeRustlsConnect,
     credentials: Option<Credentials>,
     connection: Option<Connection>,
+    credentials_timeout: Duration,
 }
 
 impl Database {
+    /// Connects, getting credentials within `credentials_timeout` each time it needs them
+    /// ([`CREDENTIALS_TIMEOUT`] in `cognito-backfill`).
     pub async fn open(
         login: Login,
         config: Config,
         tls: MakeRustlsConnect,
+        credentials_timeout: Duration,
     ) -> Result<Database, Fatal> {
         let mut database = Database {
             login,
@@ -180,6 +185,7 @@ impl Database {
             tls,
             credentials: None,
             connection: None,
+            credentials_timeout,
         };
         let connection = database.connect().await.map_err(|failure| match failure {
             Failure::User(message) => Fatal(message),
@@ -225,13 +231,12 @@ impl Database {
         result
     }
 
-    /// The secret read now, or a token made now, within [`CREDENTIALS_TIMEOUT`].
+    /// The secret read now, or a token made now, within the credentials timeout.
     async fn fetch_credentials(&self) -> Result<Credentials, String> {
-        tokio::time::timeout(CREDENTIALS_TIMEOUT, self.login.credentials(&self.config))
+        let limit = self.credentials_timeout;
+        tokio::time::timeout(limit, self.login.credentials(&self.config))
             .await
-            .map_err(|_| {
-                format!("getting the database credentials timed out after {CREDENTIALS_TIMEOUT:?}")
-            })?
+            .map_err(|_| format!("getting the database credentials timed out after {limit:?}"))?
             .map_err(|error| error.to_string())
     }
 

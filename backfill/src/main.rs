@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use aws_config::retry::RetryConfig;
-use cognito_backfill::{Database, Fatal, Options, parse_args, run};
+use cognito_backfill::{CREDENTIALS_TIMEOUT, Database, Fatal, Options, parse_args, run};
 use cognito_post_confirmation::{Config, credentials, tls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -33,7 +33,8 @@ async fn backfill(options: &Options) -> Result<u64, Fatal> {
     // The function's own login: the secret (DB_SECRET_ID), or an IAM token (DB_AUTH).
     let login = credentials::Login::new(&config, &sdk).map_err(|e| Fatal(e.to_string()))?;
     let tls = tls::client_config(&config.extra_cas).map_err(|e| Fatal(e.to_string()))?;
-    let mut database = Database::open(login, config, MakeRustlsConnect::new(tls)).await?;
+    let tls = MakeRustlsConnect::new(tls);
+    let mut database = Database::open(login, config, tls, CREDENTIALS_TIMEOUT).await?;
     let dry_run = options.dry_run;
     eprintln!(
         "cognito-backfill: pool {}, statuses {}{}",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType};
-use cognito_backfill::{Database, Fatal, parse_args};
+use cognito_backfill::{CREDENTIALS_TIMEOUT, Database, Fatal, parse_args};
 use cognito_post_confirmation::app::SERIALIZATION_RETRIES;
 use cognito_post_confirmation::credentials::Login;
 use cognito_post_confirmation::user::NewUser;
@@ -236,11 +236,21 @@ impl<'s> World<'s> {
 
     /// A backfill run's database side, opened with the function's environment `env`.
     async fn open_database(&self, env: &[(&str, String)]) -> Database {
+        let opened = self.try_open_database(env, CREDENTIALS_TIMEOUT).await;
+        opened.expect("connected")
+    }
+
+    /// [`World::open_database`], getting credentials within `credentials_timeout`.
+    async fn try_open_database(
+        &self,
+        env: &[(&str, String)],
+        credentials_timeout: Duration,
+    ) -> Result<Database, Fatal> {
         let config = config(env);
         let sdk = local_stack::kit::sdk_config(&self.stack.moto.endpoint()).await;
         let login = Login::new(&config, &sdk).expect("login");
         let tls = MakeRustlsConnect::new(tls::client_config(&config.extra_cas).expect("TLS"));
-        Database::open(login, config, tls).await.expect("connected")
+        Database::open(login, config, tls, credentials_timeout).await
     }
 
     /// Runs the backfill over this pool on `database`.
@@ -679,6 +689,30 @@ async fn a_database_that_stops_answering_fails_within_the_timeouts_and_never_han
     assert_eq!(report.failed, 0, "{report:?}");
     assert_eq!(report.inserted + report.already_present, 2, "{report:?}");
     assert_eq!(world.rows(), 2);
+}
+
+/// Secrets Manager that accepts the connection and never answers (here: moto frozen with
+/// SIGSTOP; the SDK has no read timeout of its own) holds the start of a run no longer than the
+/// credentials timeout: it stops with a message that says what timed out, and writes nothing.
+#[tokio::test]
+async fn a_secrets_manager_that_stops_answering_stops_the_run_within_the_timeout() {
+    let stack = Stack::start(); // its moto is frozen
+    let world = World::on(&stack).await;
+    let (env, limit) = (world.db.env(), Duration::from_millis(800));
+    stack.moto.pause();
+    let started = Instant::now();
+    let opening = world.try_open_database(&env, limit);
+    let opened = tokio::time::timeout(Duration::from_secs(30), opening).await;
+    let elapsed = started.elapsed();
+    stack.moto.resume();
+    let Err(Fatal(error)) = opened.expect("opening the database hung") else {
+        panic!("connected without the secret")
+    };
+    assert_eq!(
+        error, "getting the database credentials timed out after 800ms",
+        "after {elapsed:?}"
+    );
+    assert_eq!(world.rows(), 0);
 }
 
 /// Aurora DSQL refuses an INSERT that conflicts with a concurrent commit (SQLSTATE 40001): the
