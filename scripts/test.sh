@@ -7,26 +7,30 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# Each step's line shows the seconds since the start, so a slow CI run shows where it went.
+step() { echo "==> [${SECONDS}s] $*"; }
+
 scripts/install-deps.sh --with-docker
 export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
 
-echo "==> cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all --check
-echo "==> cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "==> cargo test"
+step "cargo test"
 cargo test --workspace --locked
-echo "==> IAM auth tokens: tests/golden/iam-tokens.json is what botocore makes"
+step "IAM auth tokens: tests/golden/iam-tokens.json is what botocore makes"
 .venv/bin/python tests/golden/iam_tokens.py --check
-echo "==> SAM template"
+step "SAM template"
 scripts/lint-template.sh
-echo "==> end to end: scripts/local.sh (cargo lambda watch + invoke on the local stack)"
+step "end to end: scripts/local.sh (cargo lambda watch + invoke on the local stack)"
 scripts/local.sh
-echo "==> scripts/docker-host-network.py (the Docker API proxy for sam local invoke)"
+step "scripts/docker-host-network.py (the Docker API proxy for sam local invoke)"
 .venv/bin/python tests/scripts/test_docker_host_network.py -v
-echo "==> scripts/sam-local.sh fails loudly when Docker cannot be had"
+step "scripts/sam-local.sh fails loudly when Docker cannot be had"
 tests/scripts/sam_local_fails_loudly.sh
-echo "==> end to end: scripts/sam-local.sh (sam build + sam local invoke in Docker on the local stack)"
+step "end to end: scripts/sam-local.sh (sam build + sam local invoke in Docker on the local stack)"
 # No image registry is reachable in CI: the Lambda base image is a stand-in built from Debian's
 # packages. Without --stand-in-image, SAM pulls AWS's own.
 scripts/sam-local.sh --stand-in-image
+step "all passed"
