@@ -807,19 +807,26 @@ def check_parking(template: dict) -> list[str]:
 
 def check_alarms(template: dict) -> list[str]:
     """Operators learn from an alarm: errors, throttles, durations near the timeout, parked
-    users, the oldest parked message's age and any dead letter."""
+    users, parked users still waiting (the queue's messages, in flight included) and any dead
+    letter, whose alarm keeps its state when the idle queue's metrics stop."""
     found = the_function(template)
     if found is None:
         return []
     function, props = found[0], found[1].get("Properties", {})
     alarms = [a.get("Properties", {}) for a in resources_of(template, "AWS::CloudWatch::Alarm").values()]
 
+    def metrics(alarm: dict) -> list[dict]:
+        """The metrics an alarm reads: its own, or those of its metric math."""
+        stats = [m.get("MetricStat", {}).get("Metric", {}) for m, _ in items(alarm.get("Metrics"))]
+        return [alarm, *stats]
+
     def on(namespace: str, metric: str, dimension: str, target: str | None) -> list[dict]:
         return [
             a for a in alarms
-            if a.get("Namespace") == namespace and a.get("MetricName") == metric
-            and any(d.get("Name") == dimension and target and refers_to(d.get("Value"), target)
-                    for d, _ in items(a.get("Dimensions")))
+            if any(m.get("Namespace") == namespace and m.get("MetricName") == metric
+                   and any(d.get("Name") == dimension and target and refers_to(d.get("Value"), target)
+                           for d, _ in items(m.get("Dimensions")))
+                   for m in metrics(a))
         ]
 
     problems = []
@@ -828,7 +835,8 @@ def check_alarms(template: dict) -> list[str]:
         ("AWS/Lambda", "Throttles", "FunctionName", function),
         ("AWS/Lambda", "Duration", "FunctionName", function),
         (METRICS_NAMESPACE, "Parked", "FunctionName", function),
-        ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", park_queue(template)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", park_queue(template)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", park_queue(template)),
     ]
     dead = getatt((resources_of(template, "AWS::SQS::Queue").get(park_queue(template) or "", {})
                    .get("Properties", {}).get("RedrivePolicy") or {}).get("deadLetterTargetArn"))
@@ -836,6 +844,16 @@ def check_alarms(template: dict) -> list[str]:
     for namespace, metric, dimension, target in wanted:
         if not on(namespace, metric, dimension, target):
             problems.append(f"no alarm on {namespace} {metric} of {target}")
+    # A replay that keeps failing receives a message every VisibilityTimeout, and SQS leaves a
+    # message received three times out of its queue's oldest-message age.
+    if on("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", park_queue(template)):
+        problems.append(
+            "an alarm on the park queue's ApproximateAgeOfOldestMessage: it leaves out a message "
+            "received three times, so a failing replay never reaches its threshold"
+        )
+    for alarm in on("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dead[0] if dead else None):
+        if alarm.get("TreatMissingData") != "ignore":
+            problems.append("the dead-letter alarm must ignore missing data (nothing polls that queue)")
     for alarm in on("AWS/Lambda", "Duration", "FunctionName", function):
         timeout_ms = 1000 * int(props.get("Timeout", 3))
         if not float(alarm.get("Threshold", timeout_ms)) < timeout_ms:
@@ -1605,6 +1623,30 @@ class RejectsCarelessEdits(unittest.TestCase):
         template = self.mutated()
         del template["Resources"]["ParkDeadLetterAlarm"]
         self.assertRejected(template, "no alarm on AWS/SQS ApproximateNumberOfMessagesVisible of ParkDeadLetterQueue")
+
+    def test_dead_letter_alarm_that_clears_when_the_idle_queue_stops_reporting(self):
+        template = self.mutated()
+        template["Resources"]["ParkDeadLetterAlarm"]["Properties"]["TreatMissingData"] = "notBreaching"
+        self.assertRejected(template, "the dead-letter alarm must ignore missing data")
+
+    def test_parked_users_alarm_on_the_oldest_message_age(self):
+        template = self.mutated()
+        alarm = template["Resources"]["ParkedUsersWaitingAlarm"]["Properties"]
+        for key in ("Metrics", "DatapointsToAlarm"):
+            del alarm[key]
+        alarm.update({
+            "Namespace": "AWS/SQS", "MetricName": "ApproximateAgeOfOldestMessage",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ParkQueue", "QueueName"]}}],
+            "Statistic": "Maximum", "Period": 300, "EvaluationPeriods": 1, "Threshold": 900,
+        })
+        self.assertRejected(template, "no alarm on AWS/SQS ApproximateNumberOfMessagesNotVisible of ParkQueue")
+        self.assertRejected(template, "so a failing replay never reaches its threshold")
+
+    def test_parked_users_alarm_blind_to_messages_in_flight(self):
+        template = self.mutated()
+        metrics = template["Resources"]["ParkedUsersWaitingAlarm"]["Properties"]["Metrics"]
+        metrics[:] = [m for m in metrics if m["Id"] != "inflight"]
+        self.assertRejected(template, "no alarm on AWS/SQS ApproximateNumberOfMessagesNotVisible of ParkQueue")
 
     def test_duration_alarm_at_the_timeout(self):
         template = self.mutated()
