@@ -49,8 +49,8 @@ async fn a_connection_forgotten_while_idle_is_replaced_inside_the_deadline() {
     let test = TestApp::new().await;
     let statement_timeout = Duration::from_millis(2000);
     let (relay, app) = through_relay(&test, statement_timeout).await;
-    let app = app.with_forgettable_after(Duration::from_millis(200));
     invoke(&app, new_user()).await.expect("first");
+    let app = app.with_forgettable_after(Duration::from_millis(200));
 
     std::thread::sleep(Duration::from_millis(300));
     relay.forget_open_connections();
@@ -126,10 +126,12 @@ async fn when_nothing_answers(
 ) -> (usize, Duration) {
     let test = TestApp::new().await;
     let (relay, mut app) = through_relay(&test, NOTHING_ANSWERS_CAP).await;
+    // Set after the first invocation, which would otherwise get only ANSWER_AFTER_IDLE on the
+    // cold start's connection: a slow machine would then open a second one.
+    invoke(&app, new_user()).await.expect("first");
     if let Some(idle) = forgettable_after {
         app = app.with_forgettable_after(idle);
     }
-    invoke(&app, new_user()).await.expect("first");
 
     relay.forget_everything();
     let started = Instant::now();
@@ -624,6 +626,44 @@ async fn a_wrong_password_in_the_secret_fails_clearly_without_retrying() {
         4,
         "the held password once more, then the re-read one"
     );
+    assert_eq!(test.count_users(), 1);
+}
+
+/// A secret the function cannot use (a rotation that wrote the wrong shape) is `CredentialsError`,
+/// whatever the timing: the held password is refused after the rotation, and the secret read
+/// again is not RDS secret JSON. The operator's message names the secret and what is wrong, never
+/// the value; Cognito's names neither.
+#[tokio::test]
+async fn an_unusable_secret_after_a_rotation_is_a_credentials_error() {
+    let stack = Stack::start(); // its PgBouncer is restarted
+    let test = TestApp::on(&stack).await;
+    let app = test.start().await;
+    invoke(&app, new_user()).await.expect("before rotation");
+    let rotated = format!("rotated-{}", unique());
+    test.db.rotate_password(&rotated);
+    let unusable = format!(
+        r#"{{"username": "{}", "password": ["{rotated}"]}}"#,
+        test.db.role
+    );
+    (stack.moto.put_secret_value(&test.db.secret_id, &unusable)).expect("secret replaced");
+    stack.bouncer.stop();
+    stack.bouncer.start();
+
+    let error = invoke(&app, new_user()).await.expect_err("unusable secret");
+    assert_eq!(error.error_type(), "CredentialsError", "{error}");
+    let cause = error.cause().to_string();
+    let named = format!("secret `{}` is not RDS secret JSON", test.db.secret_id);
+    assert!(cause.starts_with(&named), "{cause}");
+    assert!(!cause.contains(&rotated), "{cause}");
+    let public = error.to_string();
+    assert!(
+        public.starts_with(
+            "The account could not be recorded just now. Please try again later. \
+             (CredentialsError, request req-"
+        ),
+        "{public}"
+    );
+    assert!(!public.contains(&test.db.secret_id), "{public}");
     assert_eq!(test.count_users(), 1);
 }
 

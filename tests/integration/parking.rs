@@ -476,6 +476,44 @@ async fn a_wrong_password_parks_the_user_and_the_replay_writes_once_it_is_fixed(
     assert!(queues.peek(&queues.park_url).await.is_empty());
 }
 
+/// A secret the function cannot read (not RDS secret JSON) is an outage too (`CredentialsError`):
+/// the user is parked, and the replay writes the row once the secret is fixed.
+#[tokio::test]
+async fn an_unusable_secret_parks_the_user_and_the_replay_writes_once_it_is_fixed() {
+    let test = TestApp::new().await;
+    let queues = Queues::create(&test, 5).await;
+    let put = (test.stack.moto).put_secret_value(&test.db.secret_id, "not the RDS secret format");
+    put.expect("secret replaced");
+    let app = parked_app(&test, &queues).await;
+    let (sub, event) = new_user("unusable-secret");
+    invoke(&app, event).await.expect("parked");
+    assert_eq!(test.count_users(), 0);
+    assert_eq!(queues.peek(&queues.park_url).await.len(), 1);
+    test.db.put_secret_password(&test.db.app_password);
+    assert_eq!(Esm::run(&app, &queues, 5).await, [Vec::<String>::new()]);
+    assert_eq!(rows_per_user(&test), HashMap::from([(sub, 1)]));
+}
+
+/// With less time left than parking needs (a late cold start, say), no write is started: the
+/// user is parked at once, inside the budget, and nothing reaches the database.
+#[tokio::test]
+async fn too_little_time_to_write_and_park_parks_without_writing() {
+    let test = TestApp::new().await;
+    let queues = Queues::create(&test, 5).await;
+    let app = parked_app(&test, &queues).await;
+    // 500 ms are kept to park and 200 ms (DEADLINE_MARGIN_MS) to answer: 650 ms leave no write.
+    let (sub, event) = new_user("late");
+    invoke_with_deadline(&app, event, Duration::from_millis(650))
+        .await
+        .expect("parked");
+    let parked = queues.peek(&queues.park_url).await;
+    assert_eq!(parked.len(), 1);
+    assert!(parked[0].body().is_some_and(|body| body.contains(&sub)));
+    // An INSERT sent before parking would have committed by now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(test.count_users(), 0, "no write was started");
+}
+
 #[tokio::test]
 async fn a_replay_of_a_user_who_already_has_a_row_succeeds_and_writes_nothing() {
     let test = TestApp::new().await;
