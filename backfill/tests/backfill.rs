@@ -698,6 +698,7 @@ async fn a_database_that_stops_answering_fails_within_the_timeouts_and_never_han
 async fn a_secrets_manager_that_stops_answering_stops_the_run_within_the_timeout() {
     let stack = Stack::start(); // its moto is frozen
     let world = World::on(&stack).await;
+    world.populate(1, 0, 0).await; // a user a run would record
     let (env, limit) = (world.db.env(), Duration::from_millis(800));
     stack.moto.pause();
     let started = Instant::now();
@@ -751,6 +752,7 @@ async fn a_pool_that_does_not_exist_fails_clearly() {
 #[tokio::test]
 async fn bad_arguments_exit_2_with_usage() {
     let world = World::new().await;
+    world.populate(1, 0, 0).await; // a user a run would record
     let output = world.backfill(&["--page-size", "500"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
