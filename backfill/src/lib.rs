@@ -58,7 +58,16 @@ pub struct Options {
     /// `ListUsers` page size.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=60))]
     pub page_size: i32,
+    /// How long one `ListUsers` page may take, the SDK's retries included: not an option (tests
+    /// shorten it), [`PAGE_TIMEOUT`].
+    #[arg(skip = PAGE_TIMEOUT)]
+    pub page_timeout: Duration,
 }
+
+/// How long one `ListUsers` page may take: the SDK has no read timeout of its own, so a Cognito
+/// (or a proxy on the way) that accepts the connection and never answers would hold the run
+/// forever. Long enough for the SDK's 10 attempts with backoff when Cognito throttles.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn not_blank(value: &str) -> Result<String, String> {
     if value.trim().is_empty() {
@@ -329,17 +338,25 @@ pub async fn run(
     loop {
         // The SDK retries throttling (TooManyRequestsException) with exponential backoff and
         // jitter; see main.rs for the retry configuration.
-        let page = cognito
+        let request = cognito
             .list_users()
             .user_pool_id(&options.user_pool_id)
             .limit(options.page_size)
             .set_pagination_token(token.take())
-            .send()
+            .send();
+        let pool = &options.user_pool_id;
+        let page = tokio::time::timeout(options.page_timeout, request)
             .await
+            .map_err(|_| {
+                Fatal(format!(
+                    "ListUsers on `{pool}` got no answer within {:?}; stopped: {}",
+                    options.page_timeout,
+                    report.line(options.dry_run)
+                ))
+            })?
             .map_err(|e| {
                 Fatal(format!(
-                    "ListUsers on `{}` failed: {}",
-                    options.user_pool_id,
+                    "ListUsers on `{pool}` failed: {}",
                     DisplayErrorContext(&e)
                 ))
             })?;

@@ -691,27 +691,45 @@ async fn a_database_that_stops_answering_fails_within_the_timeouts_and_never_han
     assert_eq!(world.rows(), 2);
 }
 
-/// Secrets Manager that accepts the connection and never answers (here: moto frozen with
-/// SIGSTOP; the SDK has no read timeout of its own) holds the start of a run no longer than the
-/// credentials timeout: it stops with a message that says what timed out, and writes nothing.
+/// AWS that accepts the connection and never answers (here: moto frozen with SIGSTOP; the SDK
+/// has no read timeout of its own) holds a run no longer than its timeouts: Secrets Manager at
+/// the start (the credentials timeout), Cognito's `ListUsers` (the page timeout). Each stops the
+/// run with a message that says what got no answer, and nothing is written.
 #[tokio::test]
-async fn a_secrets_manager_that_stops_answering_stops_the_run_within_the_timeout() {
+async fn aws_that_stops_answering_stops_the_run_within_its_timeouts() {
     let stack = Stack::start(); // its moto is frozen
     let world = World::on(&stack).await;
     world.populate(1, 0, 0).await; // a user a run would record
-    let (env, limit) = (world.db.env(), Duration::from_millis(800));
+    let env = world.db.env();
+    let mut database = world.open_database(&env).await;
+    let mut options =
+        parse_args(["cognito-backfill", "--user-pool-id", &world.pool]).expect("args");
+    let limit = Duration::from_millis(800);
+    options.page_timeout = limit;
+    let hung = Duration::from_secs(30);
     stack.moto.pause();
-    let started = Instant::now();
-    let opening = world.try_open_database(&env, limit);
-    let opened = tokio::time::timeout(Duration::from_secs(30), opening).await;
-    let elapsed = started.elapsed();
+    let opened = tokio::time::timeout(hung, world.try_open_database(&env, limit)).await;
+    let run = cognito_backfill::run(&options, &world.cognito, &mut database, |_| {});
+    let ran = tokio::time::timeout(hung, run).await;
     stack.moto.resume();
+
     let Err(Fatal(error)) = opened.expect("opening the database hung") else {
         panic!("connected without the secret")
     };
     assert_eq!(
-        error, "getting the database credentials timed out after 800ms",
-        "after {elapsed:?}"
+        error,
+        "getting the database credentials timed out after 800ms"
+    );
+    let Err(Fatal(error)) = ran.expect("the run hung") else {
+        panic!("listed the users without Cognito")
+    };
+    let pool = &world.pool;
+    assert_eq!(
+        error,
+        format!(
+            "ListUsers on `{pool}` got no answer within 800ms; stopped: seen 0, already present 0, \
+             inserted 0, skipped 0, failed 0"
+        )
     );
     assert_eq!(world.rows(), 0);
 }
