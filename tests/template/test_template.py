@@ -813,7 +813,10 @@ def check_alarms(template: dict) -> list[str]:
     if found is None:
         return []
     function, props = found[0], found[1].get("Properties", {})
-    alarms = [a.get("Properties", {}) for a in resources_of(template, "AWS::CloudWatch::Alarm").values()]
+    alarms = [
+        {**a.get("Properties", {}), "_name": name}
+        for name, a in resources_of(template, "AWS::CloudWatch::Alarm").items()
+    ]
 
     def metrics(alarm: dict) -> list[dict]:
         """The metrics an alarm reads: its own, or those of its metric math."""
@@ -851,6 +854,24 @@ def check_alarms(template: dict) -> list[str]:
             "an alarm on the park queue's ApproximateAgeOfOldestMessage: it leaves out a message "
             "received three times, so a failing replay never reaches its threshold"
         )
+    # The park queue's messages are counted with those in flight (being replayed, or waiting out
+    # the visibility timeout after a failed replay): what the alarm returns must add both.
+    waiting = [
+        a for a in on("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", park_queue(template))
+        if a in on("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", park_queue(template))
+    ]
+    for alarm in waiting:
+        entries = [m for m, _ in items(alarm.get("Metrics"))]
+        ids = {
+            m.get("MetricStat", {}).get("Metric", {}).get("MetricName"): m.get("Id")
+            for m in entries
+        }
+        returned = [m for m in entries if m.get("ReturnData", True)]
+        expression = returned[0].get("Expression", "") if len(returned) == 1 else ""
+        used = set(re.findall(r"[a-z][A-Za-z0-9_]*", expression))
+        wanted_ids = {ids.get("ApproximateNumberOfMessagesVisible"), ids.get("ApproximateNumberOfMessagesNotVisible")}
+        if not wanted_ids <= used:
+            problems.append(f"{alarm['_name']}: must return one expression adding the park queue's visible and in-flight messages")
     for alarm in on("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dead[0] if dead else None):
         if alarm.get("TreatMissingData") != "ignore":
             problems.append("the dead-letter alarm must ignore missing data (nothing polls that queue)")
@@ -860,7 +881,7 @@ def check_alarms(template: dict) -> list[str]:
             problems.append(f"the Duration alarm's threshold must be under the {timeout_ms} ms Timeout")
     for alarm in alarms:
         if alarm.get("AlarmActions") is None:
-            problems.append(f"alarm on {alarm.get('MetricName')}: no AlarmActions (the optional topic)")
+            problems.append(f"{alarm['_name']}: no AlarmActions (the optional topic)")
     return problems
 
 
@@ -1641,6 +1662,12 @@ class RejectsCarelessEdits(unittest.TestCase):
         })
         self.assertRejected(template, "no alarm on AWS/SQS ApproximateNumberOfMessagesNotVisible of ParkQueue")
         self.assertRejected(template, "so a failing replay never reaches its threshold")
+
+    def test_parked_users_alarm_that_returns_the_visible_count_only(self):
+        template = self.mutated()
+        metrics = template["Resources"]["ParkedUsersWaitingAlarm"]["Properties"]["Metrics"]
+        next(m for m in metrics if m["Id"] == "waiting")["Expression"] = "FILL(visible, 0)"
+        self.assertRejected(template, "must return one expression adding the park queue's visible and in-flight")
 
     def test_parked_users_alarm_blind_to_messages_in_flight(self):
         template = self.mutated()
