@@ -501,14 +501,22 @@ async fn too_little_time_to_write_and_park_parks_without_writing() {
     let test = TestApp::new().await;
     let queues = Queues::create(&test, 5).await;
     let app = parked_app(&test, &queues).await;
-    // 500 ms are kept to park and 200 ms (DEADLINE_MARGIN_MS) to answer: 650 ms leave no write.
+    // 500 ms are kept to park and 200 ms (DEADLINE_MARGIN_MS) to answer: 690 ms leave no write,
+    // and under 500 ms to park. A first such call warms the SQS client (whether it parks in time
+    // on a loaded machine does not matter here).
+    let budget = Duration::from_millis(690);
+    let _ = invoke_with_deadline(&app, new_user("warm-up").1, budget).await;
     let (sub, event) = new_user("late");
-    invoke_with_deadline(&app, event, Duration::from_millis(650))
+    invoke_with_deadline(&app, event, budget)
         .await
         .expect("parked");
     let parked = queues.peek(&queues.park_url).await;
-    assert_eq!(parked.len(), 1);
-    assert!(parked[0].body().is_some_and(|body| body.contains(&sub)));
+    let bodies: Vec<&str> = parked.iter().filter_map(|m| m.body()).collect();
+    assert!(
+        bodies.iter().any(|body| body.contains(&sub)),
+        "{}",
+        bodies.len()
+    );
     // An INSERT sent before parking would have committed by now.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(test.count_users(), 0, "no write was started");
