@@ -793,6 +793,26 @@ async fn bad_arguments_exit_2_with_usage() {
     assert_eq!(world.rows(), 0);
 }
 
+/// A configuration the function would refuse (here: no DB_SECRET_ID and no DB_AUTH) stops the run
+/// before it starts: exit 2, the variable named, nothing written.
+#[tokio::test]
+async fn a_bad_configuration_exits_2_naming_the_variable() {
+    let world = World::new().await;
+    world.populate(1, 0, 0).await; // a user a run would record
+    let env: Vec<_> = (world.db.env().into_iter())
+        .filter(|(key, _)| *key != "DB_SECRET_ID")
+        .collect();
+    let output = world
+        .backfill_command_with(env, &[])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("cognito-backfill: "), "{stderr}");
+    assert!(stderr.contains("DB_SECRET_ID"), "{stderr}");
+    assert_eq!(world.rows(), 0);
+}
+
 /// `--help` behaves as in the other tools (clap): the usage on standard output, exit 0.
 #[test]
 fn help_prints_the_usage_and_succeeds() {

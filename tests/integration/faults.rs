@@ -667,6 +667,42 @@ async fn an_unusable_secret_after_a_rotation_is_a_credentials_error() {
     assert_eq!(test.count_users(), 1);
 }
 
+/// Secrets Manager stops answering just when a warm function must read the secret again (the
+/// proxy refused the held password after a rotation; the SDK has no read timeout of its own):
+/// the call fails with `Timeout` naming the read, inside the budget, with nothing written. Once
+/// Secrets Manager answers, the next call reads the rotated secret and writes.
+#[tokio::test]
+async fn a_secrets_manager_that_stops_answering_after_a_rotation_fails_the_call_in_time() {
+    let stack = Stack::start(); // its moto is frozen, its PgBouncer restarted
+    let test = TestApp::on(&stack).await;
+    let app = test.start().await;
+    invoke(&app, new_user()).await.expect("before rotation");
+    test.db.rotate_password(&format!("rotated-{}", unique()));
+    stack.bouncer.stop();
+    stack.bouncer.start();
+    stack.moto.pause();
+    let started = Instant::now();
+    let frozen = tokio::time::timeout(Duration::from_secs(30), invoke(&app, new_user())).await;
+    let took = started.elapsed();
+    stack.moto.resume();
+
+    let error = frozen
+        .expect("the call hung")
+        .expect_err("no secret to read");
+    assert_eq!(error.error_type(), "Timeout", "{error}");
+    let cause = error.cause().to_string();
+    assert!(
+        cause.contains("getting the database credentials"),
+        "{cause}"
+    );
+    assert!(took < COGNITO_BUDGET, "took {took:?}");
+    assert_eq!(test.count_users(), 1);
+    invoke(&app, new_user())
+        .await
+        .expect("Secrets Manager back");
+    assert_eq!(test.count_users(), 2);
+}
+
 #[tokio::test]
 async fn secrets_manager_unreachable_at_cold_start_is_retried_by_the_next_invocation() {
     let stack = Stack::start();
