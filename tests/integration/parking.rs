@@ -452,46 +452,41 @@ async fn a_replayed_row_keeps_the_time_the_user_confirmed() {
     );
 }
 
-/// A secret that does not match the database is not the user's fault: with a park queue the user
-/// is parked (Cognito sees success), each replay fails the same way, and once the secret is fixed
-/// the replay writes the row.
+/// A secret the function cannot log in with is not the user's fault, whether its password does
+/// not match the database or it is not RDS secret JSON at all (`CredentialsError`): with a park
+/// queue the user is parked (Cognito sees success), each replay fails the same way, and once the
+/// secret is fixed the replay writes the row.
 #[tokio::test]
-async fn a_wrong_password_parks_the_user_and_the_replay_writes_once_it_is_fixed() {
-    let test = TestApp::new().await;
-    let queues = Queues::create(&test, 5).await;
-    test.db.put_secret_password(&format!("wrong-{}", unique()));
-    let app = parked_app(&test, &queues).await;
-    let (sub, event) = new_user("wrong-secret");
-    invoke(&app, event).await.expect("parked");
-    assert_eq!(test.count_users(), 0);
-    let reports = Esm::run(&app, &queues, 1).await;
-    assert_eq!(
-        reports.concat().len(),
-        1,
-        "the replay fails while the secret is wrong"
-    );
-    test.db.put_secret_password(&test.db.app_password);
-    assert_eq!(Esm::run(&app, &queues, 5).await, [Vec::<String>::new()]);
-    assert_eq!(rows_per_user(&test), HashMap::from([(sub, 1)]));
-    assert!(queues.peek(&queues.park_url).await.is_empty());
-}
-
-/// A secret the function cannot read (not RDS secret JSON) is an outage too (`CredentialsError`):
-/// the user is parked, and the replay writes the row once the secret is fixed.
-#[tokio::test]
-async fn an_unusable_secret_parks_the_user_and_the_replay_writes_once_it_is_fixed() {
-    let test = TestApp::new().await;
-    let queues = Queues::create(&test, 5).await;
-    let put = (test.stack.moto).put_secret_value(&test.db.secret_id, "not the RDS secret format");
-    put.expect("secret replaced");
-    let app = parked_app(&test, &queues).await;
-    let (sub, event) = new_user("unusable-secret");
-    invoke(&app, event).await.expect("parked");
-    assert_eq!(test.count_users(), 0);
-    assert_eq!(queues.peek(&queues.park_url).await.len(), 1);
-    test.db.put_secret_password(&test.db.app_password);
-    assert_eq!(Esm::run(&app, &queues, 5).await, [Vec::<String>::new()]);
-    assert_eq!(rows_per_user(&test), HashMap::from([(sub, 1)]));
+async fn a_broken_secret_parks_the_user_and_the_replay_writes_once_it_is_fixed() {
+    for (case, unusable) in [("a wrong password", false), ("not RDS secret JSON", true)] {
+        let test = TestApp::new().await;
+        let queues = Queues::create(&test, 5).await;
+        let broken = match unusable {
+            true => "not the RDS secret format".to_owned(),
+            false => test.db.secret_json(&format!("wrong-{}", unique())),
+        };
+        let put = (test.stack.moto).put_secret_value(&test.db.secret_id, &broken);
+        put.expect("secret replaced");
+        let app = parked_app(&test, &queues).await;
+        let (sub, event) = new_user("broken-secret");
+        invoke(&app, event).await.expect(case);
+        assert_eq!(test.count_users(), 0, "{case}");
+        assert_eq!(queues.peek(&queues.park_url).await.len(), 1, "{case}");
+        let reports = Esm::run(&app, &queues, 1).await;
+        assert_eq!(
+            reports.concat().len(),
+            1,
+            "{case}: the replay fails while the secret is broken"
+        );
+        test.db.put_secret_password(&test.db.app_password);
+        assert_eq!(
+            Esm::run(&app, &queues, 5).await,
+            [Vec::<String>::new()],
+            "{case}"
+        );
+        assert_eq!(rows_per_user(&test), HashMap::from([(sub, 1)]), "{case}");
+        assert!(queues.peek(&queues.park_url).await.is_empty(), "{case}");
+    }
 }
 
 /// With less time left than parking needs (a late cold start, say), no write is started: the
