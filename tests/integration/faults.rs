@@ -579,19 +579,24 @@ fn wait_for_lock(test: &TestApp<'_>) {
     }
 }
 
-#[tokio::test]
-async fn a_rotated_password_is_picked_up_from_the_secret() {
-    let stack = Stack::start();
-    let test = TestApp::on(&stack).await;
+/// A warm function on `stack` (one user written), then a rotation as Secrets Manager's rotation
+/// function does it (the database first, then the secret), then the proxy restarted: it drops
+/// idle clients, so the next call must log in again. Returns the new password.
+async fn warm_then_rotated(stack: &Stack) -> (TestApp<'_>, App, String) {
+    let test = TestApp::on(stack).await;
     let app = test.start().await;
     invoke(&app, new_user()).await.expect("before rotation");
-
-    // Rotation as Secrets Manager's rotation function does it: the database first, then the secret.
     let rotated = format!("rotated-{}", unique());
     test.db.rotate_password(&rotated);
-    // The proxy drops idle clients, so the warm function has to log in again.
     stack.bouncer.stop();
     stack.bouncer.start();
+    (test, app, rotated)
+}
+
+#[tokio::test]
+async fn a_rotated_password_is_picked_up_from_the_secret() {
+    let stack = Stack::start(); // its PgBouncer is restarted
+    let (test, app, _) = warm_then_rotated(&stack).await;
     invoke(&app, new_user()).await.expect("after rotation");
     assert_eq!(test.count_users(), 2);
 }
@@ -636,18 +641,12 @@ async fn a_wrong_password_in_the_secret_fails_clearly_without_retrying() {
 #[tokio::test]
 async fn an_unusable_secret_after_a_rotation_is_a_credentials_error() {
     let stack = Stack::start(); // its PgBouncer is restarted
-    let test = TestApp::on(&stack).await;
-    let app = test.start().await;
-    invoke(&app, new_user()).await.expect("before rotation");
-    let rotated = format!("rotated-{}", unique());
-    test.db.rotate_password(&rotated);
+    let (test, app, rotated) = warm_then_rotated(&stack).await;
     let unusable = format!(
         r#"{{"username": "{}", "password": ["{rotated}"]}}"#,
         test.db.role
     );
     (stack.moto.put_secret_value(&test.db.secret_id, &unusable)).expect("secret replaced");
-    stack.bouncer.stop();
-    stack.bouncer.start();
 
     let error = invoke(&app, new_user()).await.expect_err("unusable secret");
     assert_eq!(error.error_type(), "CredentialsError", "{error}");
@@ -674,12 +673,7 @@ async fn an_unusable_secret_after_a_rotation_is_a_credentials_error() {
 #[tokio::test]
 async fn a_secrets_manager_that_stops_answering_after_a_rotation_fails_the_call_in_time() {
     let stack = Stack::start(); // its moto is frozen, its PgBouncer restarted
-    let test = TestApp::on(&stack).await;
-    let app = test.start().await;
-    invoke(&app, new_user()).await.expect("before rotation");
-    test.db.rotate_password(&format!("rotated-{}", unique()));
-    stack.bouncer.stop();
-    stack.bouncer.start();
+    let (test, app, _) = warm_then_rotated(&stack).await;
     stack.moto.pause();
     let started = Instant::now();
     let frozen = tokio::time::timeout(Duration::from_secs(30), invoke(&app, new_user())).await;
