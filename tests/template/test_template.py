@@ -833,15 +833,16 @@ def check_alarms(template: dict) -> list[str]:
         ]
 
     problems = []
+    park = park_queue(template)
     wanted = [
         ("AWS/Lambda", "Errors", "FunctionName", function),
         ("AWS/Lambda", "Throttles", "FunctionName", function),
         ("AWS/Lambda", "Duration", "FunctionName", function),
         (METRICS_NAMESPACE, "Parked", "FunctionName", function),
-        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", park_queue(template)),
-        ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", park_queue(template)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", park),
+        ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", park),
     ]
-    dead = getatt((resources_of(template, "AWS::SQS::Queue").get(park_queue(template) or "", {})
+    dead = getatt((resources_of(template, "AWS::SQS::Queue").get(park or "", {})
                    .get("Properties", {}).get("RedrivePolicy") or {}).get("deadLetterTargetArn"))
     wanted.append(("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dead[0] if dead else None))
     for namespace, metric, dimension, target in wanted:
@@ -849,7 +850,7 @@ def check_alarms(template: dict) -> list[str]:
             problems.append(f"no alarm on {namespace} {metric} of {target}")
     # A replay that keeps failing receives a message every VisibilityTimeout, and SQS leaves a
     # message received three times out of its queue's oldest-message age.
-    if on("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", park_queue(template)):
+    if on("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", park):
         problems.append(
             "an alarm on the park queue's ApproximateAgeOfOldestMessage: it leaves out a message "
             "received three times, so a failing replay never reaches its threshold"
@@ -857,8 +858,8 @@ def check_alarms(template: dict) -> list[str]:
     # The park queue's messages are counted with those in flight (being replayed, or waiting out
     # the visibility timeout after a failed replay): what the alarm returns must add both.
     waiting = [
-        a for a in on("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", park_queue(template))
-        if a in on("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", park_queue(template))
+        a for a in on("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", park)
+        if a in on("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", park)
     ]
     for alarm in waiting:
         entries = [m for m, _ in items(alarm.get("Metrics"))]
