@@ -102,13 +102,16 @@ pub enum RecordError {
 
 impl RecordError {
     /// Whether the failure is the database's or the network's, not the data's: everything but an
-    /// INSERT refused for its values (SQLSTATE class 22, data exception, or 23, integrity
-    /// constraint violation), which would be refused again on replay.
+    /// INSERT refused for its values (SQLSTATE class 22, data exception; 23, integrity constraint
+    /// violation; or 54, a limit exceeded, such as a value too big for an index entry), which
+    /// would be refused again on replay.
     pub fn is_outage(&self) -> bool {
         match self {
             RecordError::Insert {
                 code: Some(code), ..
-            } => !(code.starts_with("22") || code.starts_with("23")),
+            } => !["22", "23", "54"]
+                .iter()
+                .any(|class| code.starts_with(class)),
             _ => true,
         }
     }
@@ -496,7 +499,7 @@ mod tests {
             message: String::new(),
             code: code.map(str::to_owned),
         };
-        for data in ["22001", "22P02", "23505", "23514"] {
+        for data in ["22001", "22P02", "23505", "23514", "54000"] {
             assert!(!insert(Some(data)).is_outage(), "{data}");
         }
         for outage in ["42501", "42P01", "40001", "53300", "57014"] {

@@ -18,7 +18,7 @@ use tracing::instrument::WithSubscriber;
 use tracing::subscriber::NoSubscriber;
 
 use crate::helpers::{
-    TestApp, config_from, invoke, invoke_with_deadline, settled, sign_up, unique,
+    TestApp, config_from, invoke, invoke_with_deadline, settled, sign_up, unique, widest_value,
 };
 use crate::logs::{assert_clean, capture};
 
@@ -592,10 +592,12 @@ async fn poison_messages_end_in_the_dead_letter_queue_and_the_rest_of_the_batch_
     assert_eq!(metrics.sum("Replayed"), 1);
 }
 
-/// An INSERT refused for its values (SQLSTATE class 22/23) would be refused again: such a user is
-/// never parked, and in a replay fails alone while the rest of the batch is written. The refusal's
-/// DETAIL ("Failing row contains (..., refused@example.com, ...)") is in neither the error nor the
-/// logs.
+/// An INSERT refused for its values would be refused again: such a user is never parked, and in a
+/// replay fails alone while the rest of the batch is written. Two refusals: an operator's CHECK
+/// (SQLSTATE 23514, class 23) and a btree index on `handle`, as an earlier version made it and an
+/// upgrade that gave up keeps it, refusing a handle too big for an index entry (54000, class 54).
+/// The refusal's DETAIL ("Failing row contains (..., refused@example.com, ...)") is in neither the
+/// error nor the logs.
 #[tokio::test]
 async fn a_user_refused_for_its_data_is_not_parked_and_fails_alone_in_a_replay() {
     let test = TestApp::new().await;
@@ -603,34 +605,50 @@ async fn a_user_refused_for_its_data_is_not_parked_and_fails_alone_in_a_replay()
     let app = parked_app(&test, &queues).await;
     test.db.admin_psql(
         "ALTER TABLE public.users ADD CONSTRAINT refuse_one \
-         CHECK (email <> 'refused@example.com')",
+         CHECK (email <> 'refused@example.com'); \
+         CREATE INDEX users_handle_btree ON public.users (handle)",
     );
     let (captured, _guard) = capture();
-    let (sub, _) = new_user("refused");
-    let event = sign_up(&sub, "refused@example.com", None, None);
-    let error = invoke(&app, event).await.expect_err("refused for its data");
-    assert_eq!(error.error_type(), "DatabaseError", "{error}");
-    let cause = format!("{} {:?}", error.cause(), error.cause());
-    assert!(cause.contains("23514"), "the SQLSTATE is named: {cause}");
-    assert!(!cause.contains("refused@example.com"), "{cause}");
-    assert!(queues.peek(&queues.park_url).await.is_empty(), "not parked");
+    let long_handle = widest_value();
+    let mut refused = Vec::new();
+    for (email, handle, code) in [
+        ("refused@example.com", "r", "23514"),
+        ("long@example.com", long_handle.as_str(), "54000"),
+    ] {
+        let (sub, _) = new_user("refused");
+        let event = sign_up(&sub, email, Some(handle), None);
+        let error = invoke(&app, event).await.expect_err("refused for its data");
+        assert_eq!(error.error_type(), "DatabaseError", "{error}");
+        let cause = format!("{} {:?}", error.cause(), error.cause());
+        assert!(cause.contains(code), "the SQLSTATE is named: {cause}");
+        assert!(!cause.contains(email), "{cause}");
+        assert!(queues.peek(&queues.park_url).await.is_empty(), "not parked");
+        refused.push(NewUser::checked(&sub, email, handle, "R").expect("a user"));
+    }
 
-    let refused = NewUser::checked(&sub, "refused@example.com", "r", "R").expect("a user");
     let (good_sub, _) = new_user("good");
     let good = NewUser::checked(&good_sub, "good@example.com", "g", "G").expect("a user");
-    queues
-        .send(&park::encode(&refused, SystemTime::now()))
-        .await;
-    queues.send(&park::encode(&good, SystemTime::now())).await;
+    for user in refused.iter().chain([&good]) {
+        queues.send(&park::encode(user, SystemTime::now())).await;
+    }
     let reports = Esm::run(&app, &queues, 1).await;
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].len(), 1, "only the refused message fails");
+    assert_eq!(reports[0].len(), 2, "only the refused messages fail");
     let rows = rows_per_user(&test);
     assert_eq!(rows.get(&good_sub), Some(&1));
-    assert_eq!(rows.get(&sub), None);
+    assert!(refused.iter().all(|user| !rows.contains_key(&user.sub)));
     let logs = captured.text();
-    assert!(logs.contains("23514"), "the failures were logged:\n{logs}");
-    assert_clean(&logs, &["refused@example.com", "good@example.com"]);
+    for code in ["23514", "54000"] {
+        assert!(logs.contains(code), "the failures were logged:\n{logs}");
+    }
+    assert_clean(
+        &logs,
+        &[
+            "refused@example.com",
+            "long@example.com",
+            "good@example.com",
+        ],
+    );
 }
 
 /// SQS that does not answer (moto frozen) while the database is down: parking gives up at the
