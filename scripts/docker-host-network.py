@@ -15,6 +15,10 @@ container whose entrypoint is SAM's Runtime Interface Emulator), which it change
 Usage: scripts/docker-host-network.py SOCKET [DOCKER_SOCKET]
   then DOCKER_HOST=unix://SOCKET sam local invoke ...   (runs until killed)
 DOCKER_SOCKET defaults to /var/run/docker.sock. Standard library only.
+
+It needs a rootful engine on this machine, and exits at once, saying why, if the engine does not
+answer or runs rootless: rootless Docker's host network is a network namespace of RootlessKit's,
+whose 127.0.0.1 is not this machine's, so the function could not reach the local stack.
 """
 
 import asyncio
@@ -55,6 +59,33 @@ def host_network(body: bytes) -> bytes:
     ]
     print(f"docker-host-network: SAM's container on the host network, emulator on 127.0.0.1:{published[0]}", flush=True)
     return json.dumps(spec).encode()
+
+
+def unsupported(info: dict):
+    """Why host networking through the engine described by `info` (GET /info) cannot reach this
+    machine's loopback, or None."""
+    if any("name=rootless" in option for option in info.get("SecurityOptions") or []):
+        return (
+            "the Docker engine runs rootless: its host network is RootlessKit's namespace, where "
+            "127.0.0.1 is not this machine's, so the function could not reach the local stack; "
+            "use a rootful Docker Engine"
+        )
+    return None
+
+
+async def engine_info(docker_socket: str) -> dict:
+    """The engine's GET /info (HTTP/1.0: the engine closes the connection after the body)."""
+    reader, writer = await asyncio.open_unix_connection(docker_socket)
+    try:
+        writer.write(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status, _, rest = response.partition(b"\r\n")
+    if b" 200 " not in status + b" ":
+        raise ValueError(f"GET /info answered {status.decode(errors='replace')!r}")
+    return json.loads(rest.partition(b"\r\n\r\n")[2])
 
 
 async def read_request(reader: asyncio.StreamReader):
@@ -124,6 +155,12 @@ async def serve(client_reader, client_writer, docker_socket):
 
 
 async def main(path: str, docker_socket: str):
+    try:
+        reason = unsupported(await engine_info(docker_socket))
+    except (OSError, ValueError, asyncio.TimeoutError) as error:
+        reason = f"no Docker engine answers at {docker_socket}: {error}"
+    if reason:
+        sys.exit(f"docker-host-network: {reason}")
     if os.path.exists(path):
         os.unlink(path)
     server = await asyncio.start_unix_server(lambda r, w: serve(r, w, docker_socket), path)

@@ -42,7 +42,7 @@ trap cleanup EXIT
 # engine gives it the host's network instead, so the function reaches the stack on 127.0.0.1 (see
 # scripts/docker-host-network.py). That takes a local engine.
 case "${DOCKER_HOST:-}" in
-  "") # The current Docker context's engine (Docker Desktop, rootless Docker), else the default.
+  "") # The current Docker context's engine, else the default. (The proxy refuses a rootless one.)
     docker_socket="$(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null || true)"
     docker_socket="${docker_socket#unix://}"
     case "$docker_socket" in /*) ;; *) docker_socket=/var/run/docker.sock ;; esac ;;
@@ -125,6 +125,13 @@ invoke() {
   if ! sam local invoke --config-env "$config_env" PostConfirmationFunction \
     -e "events/$file" --env-vars "$env_file" "${image_args[@]}" >"$work/out.json" 2>"$work/invoke.log"; then
     echo "--> $file: sam local invoke failed:"
+    tail -n 20 "$work/invoke.log"
+    failed=1
+    return
+  fi
+  # SAM exits 0 without an answer too (the container never came up, say): its log says why.
+  if ! [ -s "$work/out.json" ]; then
+    echo "--> $file: sam local invoke printed no answer:"
     tail -n 20 "$work/invoke.log"
     failed=1
     return

@@ -6,12 +6,17 @@ The end-to-end proof is scripts/sam-local.sh; this pins the rewrite itself.
 
 import importlib.util
 import json
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 import unittest
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location(
-    "docker_host_network", Path(__file__).resolve().parents[2] / "scripts" / "docker-host-network.py"
-)
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "docker-host-network.py"
+spec = importlib.util.spec_from_file_location("docker_host_network", SCRIPT)
 proxy = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(proxy)
 
@@ -59,6 +64,82 @@ class Rewrite(unittest.TestCase):
         self.assertTrue(proxy.CREATE.match(b"POST /containers/create HTTP/1.1"))
         self.assertFalse(proxy.CREATE.match(b"POST /v1.41/containers/abc/start HTTP/1.1"))
         self.assertFalse(proxy.CREATE.match(b"GET /v1.41/containers/create HTTP/1.1"))
+
+
+ROOTFUL = {"SecurityOptions": ["name=apparmor", "name=seccomp,profile=builtin", "name=cgroupns"]}
+ROOTLESS = {"SecurityOptions": ["name=seccomp,profile=builtin", "name=rootless", "name=cgroupns"]}
+
+
+class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A Docker engine on a unix socket that answers every request with `info`."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, info: dict):
+        body = json.dumps(info).encode()
+        answer = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                self.wfile.write(answer)
+
+        super().__init__(path, Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class Engine(unittest.TestCase):
+    """The proxy starts only in front of an engine whose host network is this machine's."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+        self.engine = f"{self.dir.name}/engine.sock"
+        self.proxy = f"{self.dir.name}/proxy.sock"
+
+    def start_proxy(self) -> subprocess.Popen:
+        proxy = subprocess.Popen(
+            [sys.executable, str(SCRIPT), self.proxy, self.engine],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.addCleanup(proxy.communicate)
+        self.addCleanup(proxy.kill)
+        return proxy
+
+    def assert_refused(self, reason: str):
+        proxy = self.start_proxy()
+        _, stderr = proxy.communicate(timeout=30)
+        self.assertEqual(proxy.returncode, 1, stderr)
+        self.assertIn(reason, stderr)
+        self.assertFalse(Path(self.proxy).exists(), "it never listened")
+
+    def test_the_engines_security_options_tell_rootless_from_rootful(self):
+        self.assertIsNone(proxy.unsupported(ROOTFUL))
+        self.assertIsNone(proxy.unsupported({}))
+        self.assertIn("rootless", proxy.unsupported(ROOTLESS))
+
+    def test_a_rootless_engine_is_refused_at_start(self):
+        engine = FakeEngine(self.engine, ROOTLESS)
+        self.addCleanup(engine.server_close)
+        self.addCleanup(engine.shutdown)
+        self.assert_refused("the Docker engine runs rootless")
+
+    def test_no_engine_is_refused_at_start(self):
+        self.assert_refused(f"no Docker engine answers at {self.engine}")
+
+    def test_a_rootful_engine_gets_the_proxy(self):
+        engine = FakeEngine(self.engine, ROOTFUL)
+        self.addCleanup(engine.server_close)
+        self.addCleanup(engine.shutdown)
+        proxy = self.start_proxy()
+        deadline = time.monotonic() + 30
+        while not Path(self.proxy).exists() and proxy.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIsNone(proxy.poll(), "it runs")
+        self.assertTrue(Path(self.proxy).exists(), "it listens")
 
 
 if __name__ == "__main__":
