@@ -413,6 +413,13 @@ async fn record_one(
     let user = match NewUser::from_attributes(cognito_user.username(), &attributes) {
         Ok(user) => user,
         Err(reason) => {
+            // A confirmed user who gets no row: named by `sub` (an opaque id), so the operator can
+            // find each one; the reason names the attribute, never its value.
+            let sub = attributes
+                .get("sub")
+                .map(|sub| sub.chars().take(128).collect());
+            let sub: String = sub.unwrap_or_else(|| "(none)".to_owned());
+            eprintln!("backfill: sub {sub} skipped: {reason}");
             *report.skipped.entry(reason.to_string()).or_default() += 1;
             return Ok(());
         }

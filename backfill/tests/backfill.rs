@@ -335,6 +335,18 @@ async fn records_every_confirmed_user_once_across_pages_and_repeated_runs() {
         text.contains("    30  the `email` attribute is missing or empty"),
         "{text}"
     );
+    // Each confirmed user who gets no row is named by `sub`, for the operator to follow up.
+    let errors = String::from_utf8_lossy(&first.stderr);
+    for username in &population.no_email {
+        let sub = &attributes[username]["sub"];
+        let line =
+            format!("backfill: sub {sub} skipped: the `email` attribute is missing or empty");
+        assert!(errors.contains(&line), "{line} in:\n{errors}");
+    }
+    assert_eq!(
+        errors.matches(" skipped: ").count(),
+        population.no_email.len()
+    );
 
     // Exactly one row per confirmed user with an email, mapped as the trigger maps it, and the
     // rows the trigger wrote untouched.
