@@ -102,18 +102,25 @@ pub enum RecordError {
 
 impl RecordError {
     /// Whether the failure is the database's or the network's, not the data's: everything but an
-    /// INSERT refused for its values (SQLSTATE class 22, data exception; 23, integrity constraint
-    /// violation; or 54, a limit exceeded, such as a value too big for an index entry), which
-    /// would be refused again on replay.
+    /// INSERT refused for its values (SQLSTATE class 22, data exception, or 23, integrity
+    /// constraint violation), which would be refused again on replay. (Class 54 is not the data's
+    /// alone: a value too big for a btree index entry gets 54000, but so does every INSERT while
+    /// the database stops assigning transaction ids to avoid wraparound.)
     pub fn is_outage(&self) -> bool {
         match self {
             RecordError::Insert {
                 code: Some(code), ..
-            } => !["22", "23", "54"]
-                .iter()
-                .any(|class| code.starts_with(class)),
+            } => !(code.starts_with("22") || code.starts_with("23")),
             _ => true,
         }
+    }
+
+    /// Whether the database answered the INSERT with a refusal (an SQLSTATE) rather than not
+    /// being reached in time: the next user's INSERT may well succeed, whatever this one's cause
+    /// (its values, an operator's trigger, a limit). After any other failure, the next one would
+    /// only wait for the same outage.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, RecordError::Insert { code: Some(_), .. })
     }
 }
 
@@ -493,38 +500,51 @@ impl From<Rejected> for RecordError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_an_insert_refused_for_its_data_is_not_an_outage() {
-        let insert = |code: Option<&str>| RecordError::Insert {
+    fn insert(code: Option<&str>) -> RecordError {
+        RecordError::Insert {
             message: String::new(),
             code: code.map(str::to_owned),
-        };
-        for data in ["22001", "22P02", "23505", "23514", "54000"] {
-            assert!(!insert(Some(data)).is_outage(), "{data}");
         }
-        for outage in ["42501", "42P01", "40001", "53300", "57014"] {
-            assert!(insert(Some(outage)).is_outage(), "{outage}");
-        }
-        assert!(insert(None).is_outage());
-        assert!(
+    }
+
+    /// Every other kind of failure: the database was not reached in time.
+    fn unreached() -> [RecordError; 4] {
+        [
+            insert(None),
             RecordError::Connect {
                 endpoint: String::new(),
-                message: String::new()
-            }
-            .is_outage()
-        );
-        assert!(
+                message: String::new(),
+            },
             RecordError::Timeout {
                 stage: "connecting",
-                elapsed_ms: 0
-            }
-            .is_outage()
-        );
-        assert!(
+                elapsed_ms: 0,
+            },
             RecordError::Credentials(CredentialsError::Token {
-                message: String::new()
-            })
-            .is_outage()
-        );
+                message: String::new(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn only_an_insert_refused_for_its_data_is_not_an_outage() {
+        for data in ["22001", "22P02", "23505", "23514"] {
+            assert!(!insert(Some(data)).is_outage(), "{data}");
+        }
+        for outage in ["42501", "42P01", "40001", "53300", "54000", "57014"] {
+            assert!(insert(Some(outage)).is_outage(), "{outage}");
+        }
+        for error in unreached() {
+            assert!(error.is_outage(), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_insert_the_database_answered_is_a_refusal() {
+        for code in ["23514", "42501", "54000", "57014", "P0001"] {
+            assert!(insert(Some(code)).is_refusal(), "{code}");
+        }
+        for error in unreached() {
+            assert!(!error.is_refusal(), "{error:?}");
+        }
     }
 }

@@ -25,10 +25,11 @@ pub fn sqs_records(payload: &Value) -> Option<&[Value]> {
 
 /// Writes every parked user of the batch; the answer lists the messages to offer again.
 ///
-/// A message that cannot be decoded, or whose INSERT is refused for its values, fails alone. A
-/// failure of the database or the network (the outage may not be over) fails that message and
-/// leaves the rest of the batch unattempted: they are reported as failed without touching the
-/// database, so the invocation ends at once.
+/// A message that cannot be decoded, or whose INSERT the database refuses (any SQLSTATE: its
+/// values, an operator's trigger, a limit), fails alone, and the next message is tried. A failure
+/// to reach the database in time (connecting, the credentials, the deadline; the outage may not be
+/// over) fails that message and leaves the rest of the batch unattempted: they are reported as
+/// failed without touching the database, so the invocation ends at once.
 pub async fn handle(app: &App, records: &[Value], context: &Context) -> Value {
     let span = info_span!("replay", request_id = %context.request_id);
     let mut tally = Tally::default();
@@ -42,13 +43,13 @@ pub async fn handle(app: &App, records: &[Value], context: &Context) -> Value {
 async fn replay(app: &App, records: &[Value], context: &Context, tally: &mut Tally) -> Value {
     let deadline = app.deadline(context.deadline);
     let mut failures = Vec::new();
-    let mut outage = false;
+    let mut unreachable = false;
     let mut deferred = 0;
     for record in records {
         // An empty id makes Lambda fail the whole batch, which is the safe side.
         let field = |name: &str| record.get(name).and_then(Value::as_str).unwrap_or_default();
         let id = field("messageId").to_owned();
-        if outage {
+        if unreachable {
             deferred += 1;
             failures.push(id);
             continue;
@@ -73,7 +74,7 @@ async fn replay(app: &App, records: &[Value], context: &Context, tally: &mut Tal
                 info!(sub = %user.sub, outcome = outcome.as_str(), parked_for_ms, "parked user replayed");
             }
             Err(error) => {
-                outage = error.is_outage();
+                unreachable = !error.is_refusal();
                 let cause = HandlerError::Record(error);
                 error!(sub = %user.sub, message_id = %id, error_type = cause.error_type(), error = %cause, "replaying a parked user failed; the message will be offered again");
                 tally.failed(cause.error_type());
