@@ -415,10 +415,9 @@ async fn record_one(
         Err(reason) => {
             // A confirmed user who gets no row: named by `sub` (an opaque id), so the operator can
             // find each one; the reason names the attribute, never its value.
-            let sub = attributes
-                .get("sub")
-                .map(|sub| sub.chars().take(128).collect());
-            let sub: String = sub.unwrap_or_else(|| "(none)".to_owned());
+            let sub = attributes.get("sub").filter(|sub| !sub.is_empty());
+            let sub: String =
+                sub.map_or("(none)".to_owned(), |sub| sub.chars().take(128).collect());
             eprintln!("backfill: sub {sub} skipped: {reason}");
             *report.skipped.entry(reason.to_string()).or_default() += 1;
             return Ok(());

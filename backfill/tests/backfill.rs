@@ -347,6 +347,7 @@ async fn records_every_confirmed_user_once_across_pages_and_repeated_runs() {
         errors.matches(" skipped: ").count(),
         population.no_email.len()
     );
+    assert!(!errors.contains("noemail"), "no username: {errors}");
 
     // Exactly one row per confirmed user with an email, mapped as the trigger maps it, and the
     // rows the trigger wrote untouched.
