@@ -29,6 +29,7 @@ import socket
 import sys
 
 RIE = "/var/rapid/aws-lambda-rie"
+INFO_TIMEOUT = 10
 CREATE = re.compile(rb"^POST /(v[\d.]+/)?containers/create[ ?]")
 
 
@@ -74,12 +75,13 @@ def unsupported(info: dict):
 
 
 async def engine_info(docker_socket: str) -> dict:
-    """The engine's GET /info (HTTP/1.0: the engine closes the connection after the body)."""
+    """The engine's GET /info (HTTP/1.0 and `Connection: close`: the body is all that follows the
+    head, up to the end of the connection)."""
     reader, writer = await asyncio.open_unix_connection(docker_socket)
     try:
-        writer.write(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+        writer.write(b"GET /info HTTP/1.0\r\nHost: docker\r\nConnection: close\r\n\r\n")
         await writer.drain()
-        response = await asyncio.wait_for(reader.read(), 10)
+        response = await reader.read()
     finally:
         writer.close()
     status, _, rest = response.partition(b"\r\n")
@@ -156,8 +158,10 @@ async def serve(client_reader, client_writer, docker_socket):
 
 async def main(path: str, docker_socket: str):
     try:
-        reason = unsupported(await engine_info(docker_socket))
-    except (OSError, ValueError, asyncio.TimeoutError) as error:
+        reason = unsupported(await asyncio.wait_for(engine_info(docker_socket), INFO_TIMEOUT))
+    except asyncio.TimeoutError:
+        reason = f"no Docker engine answers at {docker_socket} (GET /info, {INFO_TIMEOUT} s)"
+    except (OSError, ValueError) as error:
         reason = f"no Docker engine answers at {docker_socket}: {error}"
     if reason:
         sys.exit(f"docker-host-network: {reason}")

@@ -79,8 +79,14 @@ else
   exit 1
 fi
 scripts/docker-host-network.py "$work/docker.sock" "$docker_socket" >"$work/docker-host-network.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 1 50); do [ -S "$work/docker.sock" ] && break; sleep 0.1; done
+proxy_pid="$!"
+pids+=("$proxy_pid")
+# It asks the engine first (up to 10 s) and exits if it cannot serve it.
+for _ in $(seq 1 150); do
+  [ -S "$work/docker.sock" ] && break
+  kill -0 "$proxy_pid" 2>/dev/null || break
+  sleep 0.1
+done
 [ -S "$work/docker.sock" ] || { echo "error: the Docker host-network proxy did not start:" >&2; cat "$work/docker-host-network.log" >&2; exit 1; }
 export DOCKER_HOST="unix://$work/docker.sock"
 

@@ -71,21 +71,27 @@ ROOTLESS = {"SecurityOptions": ["name=seccomp,profile=builtin", "name=rootless",
 
 
 class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """A Docker engine on a unix socket that answers every request with `info`."""
+    """A Docker engine on a unix socket that answers every request with `info`, or (None) reads
+    the request and never answers."""
 
     daemon_threads = True
 
-    def __init__(self, path: str, info: dict):
+    def __init__(self, path: str, info):
         body = json.dumps(info).encode()
         answer = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body
+        silent = threading.Event()
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
                 while self.rfile.readline() not in (b"\r\n", b""):
                     pass
-                self.wfile.write(answer)
+                if info is None:
+                    silent.wait(60)
+                else:
+                    self.wfile.write(answer)
 
         super().__init__(path, Handler)
+        self.stop_silence = silent.set
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
@@ -129,6 +135,13 @@ class Engine(unittest.TestCase):
 
     def test_no_engine_is_refused_at_start(self):
         self.assert_refused(f"no Docker engine answers at {self.engine}")
+
+    def test_an_engine_that_never_answers_is_refused_after_the_timeout(self):
+        engine = FakeEngine(self.engine, None)
+        self.addCleanup(engine.server_close)
+        self.addCleanup(engine.shutdown)
+        self.addCleanup(engine.stop_silence)
+        self.assert_refused(f"no Docker engine answers at {self.engine} (GET /info, 10 s)")
 
     def test_a_rootful_engine_gets_the_proxy(self):
         engine = FakeEngine(self.engine, ROOTFUL)
