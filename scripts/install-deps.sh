@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and local runs need on a Debian 12 machine, as root, without prompts:
-#   - PostgreSQL 15 server + client and PgBouncer (apt), with their system services stopped so they
-#     neither hold ports nor serve stale config (local-stack starts its own throwaway instances);
+#   - PostgreSQL 15 server + client and PgBouncer (apt); when this script installs them, their system
+#     services are stopped and kept from starting at boot (local-stack starts its own throwaway
+#     instances on free ports); ones installed before are the machine owner's and left alone;
 #   - a Python venv at <repo>/.venv with requirements-dev.txt (moto server, cargo-lambda, SAM CLI,
 #     cfn-lint), rebuilt only when the requirements change (hash stamp in the venv);
 #   - the rustup components clippy and rustfmt;
@@ -28,8 +29,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 say() { printf '==> %s\n' "$*"; }
 
+# sudo's env_reset would drop DEBIAN_FRONTEND, and apt could then ask a question nobody sees.
 as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n env DEBIAN_FRONTEND=noninteractive "$@"; fi
 }
 
 pkg_installed() {
@@ -66,19 +68,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The system services of what was just installed: stopped, in case a package script started one
+  # anyway, and kept from starting at boot where sysv-rc is in use (through sudo's PATH, which has
+  # /usr/sbin). Failures are fine: nothing may be running, there may be no init system at all.
+  for svc in pgbouncer postgresql; do
+    case " ${missing[*]} " in *" $svc "*) ;; *) continue ;; esac
+    as_root service "$svc" stop >/dev/null 2>&1 || true
+    as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
+  done
 else
   say "apt: ${apt_wanted[*]} already installed"
 fi
-
-# Stop system instances that may have been started (by the package scripts or at boot), and keep
-# them from starting at boot where sysv-rc is in use. Failures are fine: nothing may be running and
-# there may be no init system at all.
-for svc in pgbouncer postgresql; do
-  as_root service "$svc" stop >/dev/null 2>&1 || true
-  if command -v update-rc.d >/dev/null 2>&1; then
-    as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
-  fi
-done
 
 pg_bin=/usr/lib/postgresql/15/bin
 for tool in "$pg_bin/initdb" "$pg_bin/pg_ctl" "$pg_bin/postgres"; do

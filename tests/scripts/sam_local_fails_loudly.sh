@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/sam-local.sh must fail, never skip, when no Docker engine can be had: here `docker info`
-# fails and the dockerd it would start exits at once. Run by scripts/test.sh.
+# fails and the dockerd it would start exits at once; and scripts/test.sh, run by someone who
+# cannot start one, says so at once. Run by scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 fake="$(mktemp -d)"
@@ -24,4 +25,16 @@ if [ "$status" -eq 0 ] || ! grep -q "only a local engine (a unix socket)" "$fake
   tail -n 20 "$fake/out" >&2
   exit 1
 fi
-echo "sam-local.sh fails loudly without Docker: ok"
+# scripts/test.sh says so before anything else when it runs as a user other than root (who cannot
+# start dockerd): as the `postgres` OS user when we are root.
+chmod 755 "$fake"
+as_user=()
+[ "$(id -u)" -ne 0 ] || as_user=(runuser -u postgres --)
+status=0
+"${as_user[@]}" env PATH="$fake:$PATH" scripts/test.sh >"$fake/out" 2>&1 || status=$?
+if [ "$status" -ne 1 ] || ! grep -q "error: no Docker engine answers" "$fake/out" || grep -q "^==> " "$fake/out"; then
+  echo "FAILED: test.sh as a user without Docker exited $status, not at once:" >&2
+  tail -n 20 "$fake/out" >&2
+  exit 1
+fi
+echo "sam-local.sh and test.sh fail loudly without Docker: ok"
