@@ -119,6 +119,11 @@ impl Report {
         self.skipped.values().sum()
     }
 
+    /// Why the run stopped (`error`) and what it had done until then.
+    fn stopped(&self, error: impl std::fmt::Display, dry_run: bool) -> Fatal {
+        Fatal(format!("{error}; stopped: {}", self.line(dry_run)))
+    }
+
     /// The one-line progress summary.
     pub fn line(&self, dry_run: bool) -> String {
         format!(
@@ -348,11 +353,9 @@ pub async fn run(
         let page = tokio::time::timeout(options.page_timeout, request)
             .await
             .map_err(|_| {
-                Fatal(format!(
-                    "ListUsers on `{pool}` got no answer within {:?}; stopped: {}",
-                    options.page_timeout,
-                    report.line(options.dry_run)
-                ))
+                let limit = options.page_timeout;
+                let error = format!("ListUsers on `{pool}` got no answer within {limit:?}");
+                report.stopped(error, options.dry_run)
             })?
             .map_err(|e| {
                 Fatal(format!(
@@ -365,10 +368,7 @@ pub async fn run(
             if let Err(Fatal(error)) =
                 record_one(options, database, cognito_user, &mut report).await
             {
-                return Err(Fatal(format!(
-                    "{error}; stopped: {}",
-                    report.line(options.dry_run)
-                )));
+                return Err(report.stopped(error, options.dry_run));
             }
             if report.seen % PROGRESS_USERS == 0 || last_progress.elapsed() >= PROGRESS_INTERVAL {
                 progress(&report);
