@@ -29,10 +29,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 say() { printf '==> %s\n' "$*"; }
 
-# sudo's env_reset would drop DEBIAN_FRONTEND, and apt could then ask a question nobody sees.
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n env DEBIAN_FRONTEND=noninteractive "$@"; fi
-}
+# shellcheck source=scripts/lib.sh
+. "$repo/scripts/lib.sh" # as_root
 
 pkg_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'

@@ -1,9 +1,15 @@
-# Shared by scripts/local.sh and scripts/sam-local.sh (sourced, not run): starting the local stack,
+# Shared by the scripts (sourced, not run): running a command as root, starting the local stack,
 # what each sample event must do, and the checks of an outcome and of the rows.
 #
-# Expects: the repo root as the working directory, `set -euo pipefail`, and $work (a scratch
-# directory the caller owns). Everything started here is stopped by `cleanup` (the caller's EXIT
-# trap).
+# Expects: `set -euo pipefail`; for the local stack and the checks, also the repo root as the
+# working directory and $work (a scratch directory the caller owns). Everything started here is
+# stopped by `cleanup` (the caller's EXIT trap).
+
+# Runs a command as root: directly when we are root, else through sudo without a prompt. sudo's
+# env_reset would drop DEBIAN_FRONTEND, and apt could then ask a question nobody sees.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n env DEBIAN_FRONTEND=noninteractive "$@"; fi
+}
 
 pids=()
 cleanup() {

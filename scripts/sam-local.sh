@@ -98,7 +98,6 @@ if [ "$stand_in" = 1 ]; then
   if ! docker image inspect "$image" >/dev/null 2>&1; then
     echo "==> building the stand-in base image $image (debootstrap and docker import: about 4 minutes on 2 cores)"
     # debootstrap runs only as root, and the tree it makes is root's: through sudo otherwise.
-    as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
     root="$(mktemp -d)"
     trap 'as_root rm -rf "$root" || true; cleanup' EXIT
     as_root debootstrap --variant=minbase --include=ca-certificates bookworm "$root" >"$work/debootstrap.log" 2>&1 ||

@@ -4,7 +4,8 @@
 # made for this check, on a free port, and dropped again. Run by scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh # as_root
 cluster=install_deps_check
 online() { pg_lsclusters --no-header 15 "$cluster" 2>/dev/null | grep -q " online "; }
 as_root pg_dropcluster --stop 15 "$cluster" >/dev/null 2>&1 || true # left by a killed run
